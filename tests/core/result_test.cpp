@@ -31,8 +31,8 @@ TEST_CASE("a status reports success or an error without a value") {
 }
 
 TEST_CASE("every error has a distinct name") {
-    for (int a = 0; a <= static_cast<int>(error::not_placed); ++a)
-        for (int b = a + 1; b <= static_cast<int>(error::not_placed); ++b)
+    for (int a = 0; a <= static_cast<int>(error::out_of_bounds); ++a)
+        for (int b = a + 1; b <= static_cast<int>(error::out_of_bounds); ++b)
             CHECK(std::string_view{to_string(static_cast<error>(a))} !=
                   std::string_view{to_string(static_cast<error>(b))});
 }

@@ -30,6 +30,7 @@ enum class error : std::uint8_t {
     unknown_address_space,  // the address space is not registered with the manager
     capacity_exceeded,      // a fixed-capacity table (fixups, spaces, pins) is full
     not_placed,             // the stub has no placement yet
+    out_of_bounds,          // an offset or size reaches past the end of a page or buffer
 };
 
 constexpr const char* to_string(error e) noexcept {
@@ -49,6 +50,7 @@ constexpr const char* to_string(error e) noexcept {
     case error::unknown_address_space: return "unknown_address_space";
     case error::capacity_exceeded: return "capacity_exceeded";
     case error::not_placed: return "not_placed";
+    case error::out_of_bounds: return "out_of_bounds";
     }
     return "unknown";
 }
