@@ -37,6 +37,7 @@ inline cpuid_regs cpuid(std::uint32_t leaf, std::uint32_t sub = 0) noexcept {
 }
 
 inline constexpr std::uint64_t cr4_pge = std::uint64_t{1} << 7;
+inline constexpr std::uint64_t cr4_smep = std::uint64_t{1} << 20;
 inline constexpr std::uint64_t cr4_la57 = std::uint64_t{1} << 12;
 inline constexpr std::uint64_t cr0_wp = std::uint64_t{1} << 16;
 

@@ -110,13 +110,14 @@ struct outcome {
 };
 
 // What SDM vol. 3A, 4.6 says the access may do, given the effective rights the
-// backend reports. Supervisor: CR0.WP = 1 so writes need R/W; no SMEP and no
-// SMAP, so user pages are readable, writable (if R/W) and executable at CPL 0.
-outcome predict(const asreloc::result<translation>& t, access a, bool user) noexcept {
+// backend reports. Supervisor: CR0.WP = 1 so writes need R/W; no SMAP, so user
+// pages are readable and writable (if R/W) at CPL 0; executable at CPL 0 only
+// while CR4.SMEP is clear.
+outcome predict(const asreloc::result<translation>& t, access a, bool user, bool smep) noexcept {
     bool allowed = false;
     if (t.has_value()) {
         const attributes& r = t->page.attrs;
-        const bool level_ok = !user || r.user;
+        const bool level_ok = user ? r.user : !(smep && a == access::fetch && r.user);
         allowed = level_ok && (a == access::read || (a == access::write && r.writable) ||
                                (a == access::fetch && r.executable));
     }
@@ -161,6 +162,7 @@ public:
 
     counters totals;
     cpu_tlb tlb;
+    bool smep = false;
 
     void apply(const asreloc::result<asreloc::flush>& r, const char* what) noexcept {
         if (!r.has_value()) {
@@ -170,11 +172,51 @@ public:
         r->apply(tlb);
     }
 
+    // The CPU is compared with translate(); translate is compared with what
+    // was asked, so a backend that encodes the wrong bits consistently in both
+    // directions is caught too.
+    void expect_translation(virt_addr va, phys_addr pa, attributes a, const page_size* size) noexcept {
+        const auto t = space_.translate(va);
+        if (t.has_value() && t->phys == pa && t->page.attrs == a && (size == nullptr || t->page.size == *size)) return;
+        serial::line("mmu: BACKEND ", mode_, " va=", serial::hex{va.value()}, " asked phys=", serial::hex{pa.value()},
+                     " w=", a.writable ? 1 : 0, " u=", a.user ? 1 : 0, " x=", a.executable ? 1 : 0, " translate: ",
+                     t.has_value() ? "phys=" : "not mapped", serial::hex{t.has_value() ? t->phys.value() : 0}, " w=",
+                     t.has_value() && t->page.attrs.writable ? 1 : 0, " u=", t.has_value() && t->page.attrs.user ? 1 : 0,
+                     " x=", t.has_value() && t->page.attrs.executable ? 1 : 0);
+        ++totals.mismatches;
+    }
+
+    void checked_map(virt_range r, phys_addr pa, attributes a, page_size s, const char* what) noexcept {
+        apply(space_.map(r, pa, a, s), what);
+        expect_translation(r.start(), pa, a, &s);
+        expect_translation(r.last(), pa + (r.size() - 1), a, &s);
+    }
+
+    void checked_protect(virt_range r, attributes a, const char* what) noexcept {
+        const auto before_first = space_.translate(r.start());
+        const auto before_last = space_.translate(r.last());
+        apply(space_.protect(r, a), what);
+        if (before_first.has_value()) expect_translation(r.start(), before_first->phys, a, nullptr);
+        if (before_last.has_value()) expect_translation(r.last(), before_last->phys, a, nullptr);
+    }
+
+    void checked_unmap(virt_range r, const char* what) noexcept {
+        apply(space_.unmap(r), what);
+        for (const virt_addr va : {r.start(), r.last()}) {
+            if (asreloc::failed_with(space_.translate(va), error::not_mapped)) continue;
+            serial::line("mmu: BACKEND ", mode_, " va=", serial::hex{va.value()}, " still translates after unmap");
+            ++totals.mismatches;
+        }
+    }
+
     // map() that tolerates landing on something already mapped (random layouts).
     bool try_map(std::uint64_t va, phys_addr pa, attributes a, page_size s, std::uint64_t pages = 1) noexcept {
-        auto r = space_.map(virt_range::of(virt_addr{va}, bytes(s) * pages), pa, a, s);
+        const auto range = virt_range::of(virt_addr{va}, bytes(s) * pages);
+        auto r = space_.map(range, pa, a, s);
         if (asreloc::failed_with(r, error::overlaps)) return false;
         apply(r, "map");
+        expect_translation(range.start(), pa, a, &s);
+        expect_translation(range.last(), pa + (range.size() - 1), a, &s);
         return true;
     }
 
@@ -182,23 +224,25 @@ public:
         return data_start_ + bytes(s) * random_.below(data_area_bytes / bytes(s));
     }
 
-    // A layout inside `window`: one 1 GiB page carved by protect and unmap,
-    // 2 MiB pages, clusters of 4 KiB pages and runs of them, every U/S, R/W,
+    // A layout inside `window`: one 1 GiB page kept whole and one carved by
+    // protect and unmap (1 GiB -> 2 MiB -> 4 KiB splits), 2 MiB pages, clusters of 4 KiB pages and runs of them, every U/S, R/W,
     // XD combination; all backed by the data area.
     void populate(virt_range window, bool one_gib_pages) noexcept {
         const std::uint64_t w = window.start().value();
         if (one_gib_pages) {
             const std::uint64_t g = w + gib1;  // windows are 1 GiB aligned
-            apply(space_.map(virt_range::of(virt_addr{g}, gib1), phys_addr{0}, random_.any_attributes(), page_size::size_1g),
-                  "map 1 GiB");
+            // Both 1 GiB pages map physical 0, which holds the data area.
+            checked_map(virt_range::of(virt_addr{g + 2 * gib1}, gib1), phys_addr{0}, random_.any_attributes(),
+                        page_size::size_1g, "map a 1 GiB page");
+            checked_map(virt_range::of(virt_addr{g}, gib1), phys_addr{0}, random_.any_attributes(), page_size::size_1g,
+                        "map a 1 GiB page");
             const std::uint64_t data_off = data_start_.value();
-            apply(space_.protect(virt_range::of(virt_addr{g + data_off + mib2}, mib2), random_.any_attributes()),
-                  "protect 2 MiB of a 1 GiB page");
-            apply(space_.protect(virt_range::of(virt_addr{g + data_off + 3 * mib2 + 5 * kib4}, 3 * kib4),
-                                 random_.any_attributes()),
-                  "protect 4 KiB pages of a 1 GiB page");
-            apply(space_.unmap(virt_range::of(virt_addr{g + data_off + 4 * mib2 + 7 * kib4}, kib4)),
-                  "unmap a 4 KiB page of a 1 GiB page");
+            checked_protect(virt_range::of(virt_addr{g + data_off + mib2}, mib2), random_.any_attributes(),
+                            "protect 2 MiB of a 1 GiB page");
+            checked_protect(virt_range::of(virt_addr{g + data_off + 3 * mib2 + 5 * kib4}, 3 * kib4),
+                            random_.any_attributes(), "protect 4 KiB pages of a 1 GiB page");
+            checked_unmap(virt_range::of(virt_addr{g + data_off + 4 * mib2 + 7 * kib4}, kib4),
+                          "unmap a 4 KiB page of a 1 GiB page");
         }
         const std::uint64_t slots_2m = window.size() / mib2;
         for (int i = 0; i < 24; ++i)
@@ -226,8 +270,8 @@ public:
             const std::uint64_t n = 1 + random_.below(pages < 8 ? pages : 8);
             const std::uint64_t first = random_.below(pages - n + 1);
             const auto r = virt_range::of(m.start + kib4 * first, kib4 * n);
-            if (random_.below(3) == 0) apply(space_.unmap(r), "unmap");
-            else apply(space_.protect(r, random_.any_attributes()), "protect");
+            if (random_.below(3) == 0) checked_unmap(r, "unmap");
+            else checked_protect(r, random_.any_attributes(), "protect");
             collect(window);
         }
     }
@@ -265,7 +309,7 @@ public:
         apply(space_.map(virt_range::of(virt_addr{cr2 & ~(kib4 - 1)}, kib4), *frame, asreloc::read_write,
                          page_size::size_4k),
               "demand map");
-        ++demand_faults_;
+        demand_faults_ = demand_faults_ + 1;
         return true;
     }
 
@@ -278,7 +322,10 @@ private:
         mapping_count_ = 0;
         gap_count_ = 0;
         const auto m = space_.for_each_mapping(window, walk_order::bottom_up, [this](const mapping& m) noexcept {
-            if (mapping_count_ < max_mappings) mappings_[mapping_count_++] = m;
+            // Only pages backed (at least partly) by the tagged data area can be probed.
+            const bool backed = m.phys.value() < data_start_.value() + data_area_bytes &&
+                                m.phys.value() + bytes(m.size) > data_start_.value();
+            if (backed && mapping_count_ < max_mappings) mappings_[mapping_count_++] = m;
             return walk_control::proceed;
         });
         const auto g = space_.for_each_gap(window, walk_order::bottom_up, [this](const virt_range& r) noexcept {
@@ -288,11 +335,23 @@ private:
         if (!m.has_value() || !g.has_value()) fail("a walk failed");
     }
 
+    // Large pages are few: draw a page size first so each gets its share.
+    const mapping& pick_mapping() noexcept {
+        const page_size wanted[3] = {page_size::size_4k, page_size::size_2m, page_size::size_1g};
+        const page_size s = wanted[random_.below(3)];
+        const auto from = random_.below(mapping_count_);
+        for (unsigned k = 0; k < mapping_count_; ++k) {
+            const mapping& m = mappings_[(from + k) % mapping_count_];
+            if (m.size == s) return m;
+        }
+        return mappings_[from];
+    }
+
     // 0 when the draw gave nothing usable; the caller draws again.
     std::uint64_t pick_address(virt_range window) noexcept {
         const auto kind = random_.below(10);
         if (kind < 6 && mapping_count_ > 0) {
-            const mapping& m = mappings_[random_.below(mapping_count_)];
+            const mapping& m = pick_mapping();
             // A random 16-byte slot of the part of the page backed by the data area.
             const std::uint64_t lo = m.phys < data_start_ ? data_start_ - m.phys : 0;
             const std::uint64_t data_end = data_start_.value() + data_area_bytes;
@@ -327,7 +386,7 @@ private:
             for (const access a : {access::read, access::write, access::fetch}) {
                 const std::uint64_t written = ~tag_of(p);
                 if (cell != nullptr && a == access::fetch) write_fetch_target(cell, tag_of(p) ^ fetch_marker);
-                const outcome want = predict(t, a, user);
+                const outcome want = predict(t, a, user, smep);
                 const observation got = perform(va, a, user, written);
                 ++totals.accesses;
                 if (got.faulted) ++totals.faults;
@@ -505,6 +564,18 @@ void run_kernel_test(const physical_layout& layout, std::uint64_t seed) noexcept
         check.probe_window(windows[w], 1500);
         serial::line("mmu: window ", serial::hex{windows[w].start().value()}, "-", serial::hex{windows[w].last().value()},
                      " probed, ", check.totals.mismatches, " mismatches so far");
+    }
+    // Supervisor-mode execution prevention turns every CPL 0 fetch from a user
+    // page into a protection fault (SDM vol. 3A, 4.6.1): one more round with it.
+    if ((cpuid(7, 0).ebx & (1u << 7)) != 0) {
+        write_cr4(read_cr4() | cr4_smep);
+        check.smep = true;
+        check.probe_window(windows[0], 1000);
+        write_cr4(read_cr4() & ~cr4_smep);
+        check.smep = false;
+        serial::line("mmu: CR4.SMEP round done, ", check.totals.mismatches, " mismatches so far");
+    } else {
+        serial::line("mmu: no SMEP on this CPU (CPUID.7.0:EBX[7] = 0), SMEP round skipped");
     }
     check.check_demand_paging(windows[0]);
 
