@@ -18,6 +18,31 @@ inline constexpr std::uint16_t tss_selector = 0x28;
 inline constexpr std::uint8_t vector_page_fault = 14;
 inline constexpr std::uint8_t vector_user_return = 0x81;  // the user probe's way back
 
+// Descriptor images (descriptors.cpp), also used to build the stub's copies.
+// SDM vol. 3A: 3.4.5 segment descriptors, 7.2.3 the 64-bit TSS descriptor,
+// 7.7 the 64-bit TSS, 6.14.1 64-bit IDT gates.
+inline constexpr unsigned gdt_entries = 7;
+inline constexpr std::uint64_t tss_bytes = 104;
+struct idt_gate {
+    std::uint16_t offset_low;
+    std::uint16_t selector;
+    std::uint8_t ist;
+    std::uint8_t type_attributes;
+    std::uint16_t offset_mid;
+    std::uint32_t offset_high;
+    std::uint32_t reserved;
+
+    std::uint64_t offset() const noexcept {
+        return offset_low | (std::uint64_t{offset_mid} << 16) | (std::uint64_t{offset_high} << 32);
+    }
+};
+static_assert(sizeof(idt_gate) == 16);
+void fill_gdt(std::uint64_t (&entries)[gdt_entries], std::uint64_t tss_base) noexcept;
+void fill_tss(void* tss_memory, std::uint64_t rsp0, std::uint64_t ist1) noexcept;
+idt_gate make_gate(std::uint64_t handler, std::uint8_t dpl, std::uint8_t ist) noexcept;
+// lgdt + segment reload + ltr + lidt. The TSS descriptor must be "available".
+void load_descriptor_tables(std::uint64_t gdt_base, std::uint64_t idt_base) noexcept;
+
 void install_descriptors() noexcept;
 // Gate `vector` as an interrupt gate (IF cleared on entry) callable from `dpl`.
 void set_gate(std::uint8_t vector, std::uint8_t dpl) noexcept;
