@@ -15,6 +15,7 @@
 #include <asreloc/paging/page_table.hpp>
 #include <asreloc/x86_64/page_table.hpp>
 
+#include "cpu_tlb.hpp"
 #include "kernel.hpp"
 #include "memory.hpp"
 #include "serial.hpp"
@@ -77,24 +78,6 @@ struct rng {
 constexpr std::uint64_t tag_of(phys_addr p) noexcept { return ((p.value() >> 3) * 0x9e3779b97f4a7c15) ^ 0x5bd1e995; }
 constexpr std::uint64_t fetch_marker = 0xc0de000000000000;
 
-// The TLB hook for a space loaded in CR3. Nothing in the test spaces is
-// global, so a CR3 reload drops everything.
-struct cpu_tlb {
-    std::uint64_t pages = 0, reloads = 0;
-    void invalidate_page(virt_addr va) noexcept {
-        invlpg(va.value());
-        ++pages;
-    }
-    void invalidate_range(virt_range r) noexcept {
-        if (r.size() == 0 || r.size() / kib4 > 512) return invalidate_all();
-        for (std::uint64_t va = r.start().value(); va - r.start().value() < r.size(); va += kib4) invalidate_page(virt_addr{va});
-    }
-    void invalidate_all() noexcept {
-        write_cr3(read_cr3());
-        ++reloads;
-    }
-};
-static_assert(asreloc::tlb<cpu_tlb>);
 
 enum class access : std::uint8_t { read, write, fetch };
 constexpr const char* name(access a) noexcept {
