@@ -21,9 +21,9 @@
 #include <asreloc/x86_64/page_table.hpp>
 
 #include "cpu_tlb.hpp"
+#include "emulate.hpp"
 #include "kernel.hpp"
 #include "memory.hpp"
-#include "mov_decoder.hpp"
 #include "pic_pit.hpp"
 #include "serial.hpp"
 #include "stub.hpp"
@@ -63,6 +63,18 @@ struct demo_state {
     std::uint64_t relocations = 0;
     cpu_tlb monitor_tlb;
 };
+
+// Without the manager: guest pages displaced by hand, and their copies.
+struct hand_shadow {
+    static constexpr unsigned pages = stub_layout::pages;
+    virt_addr first;  // guest address of the first displaced page
+    unsigned count = 0;
+    std::uint8_t content[pages][4096];
+
+    bool covers(virt_addr va) const noexcept { return count != 0 && va >= first && va - first < count * 4096ull; }
+    std::uint8_t* at(virt_addr va) noexcept { return &content[(va - first) / 4096][(va - first) % 4096]; }
+};
+hand_shadow shadow;
 demo_state* demo = nullptr;
 
 alignas(16) std::uint8_t monitor_stack[16384];
@@ -181,11 +193,14 @@ phys_addr zeroed_frame() noexcept {
     const auto* data = stub_part<stub_data>(stub_layout::data);
     serial::line("demo-paths: fast_traps=", data->fast_traps, " slow_traps=", demo->slow_traps, " ticks=", demo->ticks,
                  " demand_maps=", demo->demand_maps, " conflicts=", demo->conflicts, " hand_relocations=",
-                 demo->relocations, " guest_errors=", f.rsi, " guest_phase=", demo->phase);
+                 demo->relocations, " shadow_accesses=", demo->shadow_accesses, " guest_errors=", f.rsi,
+                 " guest_phase=", demo->phase);
+    // Each displaced page holds 8 slots; the read-back does 2 reads, 1 write and 1 read in each.
     const bool ok = data->fast_traps == 16 && demo->ticks >= 8 && demo->phase == 4 && f.rsi == 0 &&
-                    demo->conflicts == 1 && demo->relocations == 1 && demo->demand_maps == guest_window_pages;
+                    demo->conflicts == 1 && demo->relocations == 2 && demo->demand_maps == guest_window_pages &&
+                    demo->shadow_accesses == hand_shadow::pages * 8 * 4;
     if (!ok) fail("the stub paths did not behave as expected");
-    serial::line("demo-paths: PASS (victims, the shadow store and hops need the manager: not integrated)");
+    serial::line("demo-paths: PASS (placement choice, the shadow store and hops need the manager: not integrated)");
     qemu_exit(exit_code::pass);
 }
 
@@ -239,11 +254,66 @@ trap_frame* handle_conflict(trap_frame* frame, std::uint64_t cr2) noexcept {
     return frame;
 }
 
+// A guest access to content the stub displaced: emulated against the copy.
+trap_frame* serve_from_shadow(trap_frame* frame, std::uint64_t cr2) noexcept {
+    const auto fetch = [](std::uint64_t va, std::uint8_t& out) noexcept {
+        const auto t = demo->guest->translate(virt_addr{va});
+        if (!t.has_value() || !t->page.attrs.user) return false;
+        out = *phys_ptr<const std::uint8_t>(t->phys);
+        return true;
+    };
+    const auto in_page = [](std::uint64_t va, unsigned n) noexcept {
+        return shadow.covers(virt_addr{va}) && (va % 4096) + n <= 4096;
+    };
+    const auto read = [&](std::uint64_t va, unsigned n, std::uint64_t& v) noexcept {
+        if (!in_page(va, n)) return false;
+        v = 0;
+        for (unsigned k = 0; k < n; ++k) v |= std::uint64_t{shadow.at(virt_addr{va + k})[0]} << (8 * k);
+        return true;
+    };
+    const auto write = [&](std::uint64_t va, unsigned n, std::uint64_t v) noexcept {
+        if (!in_page(va, n)) return false;
+        for (unsigned k = 0; k < n; ++k) shadow.at(virt_addr{va + k})[0] = static_cast<std::uint8_t>(v >> (8 * k));
+        return true;
+    };
+    const auto r = emulate_mov(*frame, cr2, fetch, read, write);
+    if (r != emulation::done) {
+        serial::line("demo: cannot emulate the guest access at ", serial::hex{cr2}, " (rip ", serial::hex{frame->rip},
+                     "), reason ", static_cast<unsigned>(r));
+        fail("shadow access not emulated");
+    }
+    ++demo->shadow_accesses;
+    return frame;
+}
+
+// Without the manager: the stub displaces guest pages by hand (copy aside,
+// unmap, move the stub there), as the manager does with a victim.
+trap_frame* displace_onto_victim(trap_frame* frame, virt_addr victim) noexcept {
+    shadow.first = victim;
+    shadow.count = 0;
+    for (unsigned p = 0; p < hand_shadow::pages; ++p) {
+        const virt_addr va = victim + p * kib4;
+        const auto t = demo->guest->translate(va);
+        if (!t.has_value()) fail("the victim range is not all guest memory");
+        const auto* src = phys_ptr<const std::uint8_t>(t->phys);
+        for (unsigned k = 0; k < kib4; ++k) shadow.content[p][k] = src[k];
+        const auto u = demo->guest->unmap(virt_range::of(va, kib4));
+        if (!u.has_value()) fail("cannot unmap a victim page");
+        u->ignore();  // the guest space is not in CR3
+        ++shadow.count;
+    }
+    frame = move_stub(frame, victim);
+    serial::line("demo: stub displaced guest pages ", serial::hex{victim.value()}, "-",
+                 serial::hex{victim.value() + stub_layout::bytes - 1}, " by hand; their content is in the shadow copy");
+    return frame;
+}
+
 trap_frame* handle_guest_fault(trap_frame* frame) noexcept {
     trap_frame& f = *frame;
     const std::uint64_t cr2 = read_cr2();
     const virt_addr va{cr2};
     const auto stub = virt_range::of(demo->placement, stub_layout::bytes);
+    if (stub.contains(va) && shadow.covers(va)) return serve_from_shadow(frame, cr2);
     if (stub.contains(va)) return handle_conflict(frame, cr2);
     if (guest_window.contains(va) && (f.error_code & 1) == 0) {
         // Guest memory is provided on first touch, as a hypervisor backs guest RAM.
@@ -257,14 +327,18 @@ trap_frame* handle_guest_fault(trap_frame* frame) noexcept {
     fail("unexpected guest page fault");
 }
 
-void handle_hypercall(trap_frame& f) noexcept {
+trap_frame* handle_hypercall(trap_frame* frame) noexcept {
+    trap_frame& f = *frame;
     switch (f.rdi) {
     case 0: report_guest_done(f);
-    case 1: f.rax = demo->ticks; return;
+    case 1: f.rax = demo->ticks; return frame;
     case 2:
         demo->phase = f.rsi;
         serial::line("demo: guest phase ", f.rsi);
-        return;
+        // The window is full: the stub goes over guest pages, which the
+        // guest's read-back will then find displaced.
+        if (f.rsi == 4) return displace_onto_victim(frame, virt_addr{guest_window_va + 8 * kib4});
+        return frame;
     default: fail("unknown hypercall");
     }
 }
@@ -283,7 +357,7 @@ extern "C" [[noreturn]] void monitor_entry(trap_frame* frame) noexcept {
         end_of_interrupt();
         break;
     case vector_page_fault: frame = handle_guest_fault(frame); break;
-    case vector_hypercall: handle_hypercall(f); break;
+    case vector_hypercall: frame = handle_hypercall(frame); break;
     default:
         serial::line("demo: guest exception: vector=", f.vector, " error=", serial::hex{f.error_code}, " rip=",
                      serial::hex{f.rip});

@@ -3,7 +3,9 @@
 // Entered with rdi = base of its data window, rsi = pages in the window.
 // Hypercalls (int 0x81, slow path): rdi = 0 report (rsi = errors, rdx = sum),
 // rdi = 1 ticks seen so far (answer in rax), rdi = 2 phase marker (rsi).
-// The memory accesses use only the MOV forms mov_decoder.hpp decodes.
+// The memory accesses use only the MOV forms mov_decoder.hpp decodes:
+// mov %rax,(%rbx); movq $imm,8(%rbx); mov (%rbx),%rax; mov 8(%rbx),%rdx;
+// mov %rbx,16(%rbx); mov 16(%rbx),%rax.
 
 #define TICKS_WANTED 8
 #define QWORDS_PER_PAGE 8          // one every 512 bytes
@@ -59,7 +61,8 @@ guest_code_start:
     cmpq %rcx, %rbx
     jb 4b
 
-    // 4) Read everything back and check it (mov (%rbx),%rax; mov 8(%rbx),%rdx).
+    // 4) Read everything back and check it (mov (%rbx),%rax; mov 8(%rbx),%rdx),
+    //    then write and read one more qword per slot.
     movl $2, %edi
     movl $4, %esi
     int $0x81
@@ -77,7 +80,12 @@ guest_code_start:
     je 7f
     incq %r14
 7:  addq %rdx, %r8
-    addq $512, %rbx
+    movq %rbx, 16(%rbx)              // a write and its read-back (mov %rbx,16(%rbx); mov 16(%rbx),%rax)
+    movq 16(%rbx), %rax
+    cmpq %rbx, %rax
+    je 10f
+    incq %r14
+10: addq $512, %rbx
     cmpq %rcx, %rbx
     jb 5b
     cmpq %r15, %r8
