@@ -27,6 +27,9 @@ inline std::uint64_t read_tsc() noexcept {
     return (std::uint64_t{hi} << 32) | lo;
 }
 
+// PKRU (needs CR4.PKE); ECX and EDX must be 0.
+inline void write_pkru(std::uint32_t v) noexcept { asm volatile("wrpkru" ::"a"(v), "c"(0), "d"(0) : "memory"); }
+
 struct cpuid_regs {
     std::uint32_t eax, ebx, ecx, edx;
 };
@@ -38,6 +41,7 @@ inline cpuid_regs cpuid(std::uint32_t leaf, std::uint32_t sub = 0) noexcept {
 
 inline constexpr std::uint64_t cr4_pge = std::uint64_t{1} << 7;
 inline constexpr std::uint64_t cr4_smep = std::uint64_t{1} << 20;
+inline constexpr std::uint64_t cr4_pke = std::uint64_t{1} << 22;
 inline constexpr std::uint64_t cr4_la57 = std::uint64_t{1} << 12;
 inline constexpr std::uint64_t cr0_wp = std::uint64_t{1} << 16;
 
