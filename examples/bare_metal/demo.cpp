@@ -375,7 +375,7 @@ void run_kernel_test(const physical_layout& layout, std::uint64_t seed) noexcept
     std::uint64_t frames = (layout.region_end - pool_start) / kib4;
     if (frames > 32768) frames = 32768;
     demo->pool = new (pool_storage) pool_type(pool_start, frames);
-    const auto dm = direct_map();
+    const auto& dm = direct_map();
     const auto mode = (read_cr4() & cr4_la57) ? asreloc::x86_64::paging_mode::five_level
                                               : asreloc::x86_64::paging_mode::four_level;
     auto monitor = space_type::create(*demo->pool, dm, mode);

@@ -32,7 +32,9 @@ struct boot_seed {
 };
 boot_seed read_boot_seed(std::uint32_t multiboot_info_phys) noexcept;
 
-inline asreloc::offset_phys_map direct_map() noexcept { return asreloc::offset_phys_map{direct_map_base}; }
+// One object with static storage: a space may keep a reference to its map.
+inline constexpr asreloc::offset_phys_map physical_memory{direct_map_base};
+inline const asreloc::offset_phys_map& direct_map() noexcept { return physical_memory; }
 
 template <class T>
 T* phys_ptr(asreloc::phys_addr p) noexcept {

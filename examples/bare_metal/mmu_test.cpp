@@ -588,7 +588,7 @@ void run_kernel_test(const physical_layout& layout, std::uint64_t seed) noexcept
     for (std::uint64_t off = 0; off < data_area_bytes; off += 8)
         *phys_ptr<std::uint64_t>(data_start + off) = tag_of(data_start + off);
 
-    const auto dm = direct_map();
+    const auto& dm = direct_map();
     auto made = space_type::create(pool, dm,
                                    five ? asreloc::x86_64::paging_mode::five_level : asreloc::x86_64::paging_mode::four_level);
     if (!made.has_value()) fail("page_table::create failed");
