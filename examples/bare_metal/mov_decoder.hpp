@@ -46,7 +46,7 @@ struct mov_decode_result {
 
 // `code` holds the bytes at the faulting RIP (at most 15 are read; `size` says
 // how many are available).
-constexpr mov_decode_result decode_mov(const std::uint8_t* code, std::size_t size) noexcept {
+inline mov_decode_result decode_mov(const std::uint8_t* code, std::size_t size) noexcept {
     mov_access m{};
     std::size_t i = 0;
     const auto byte = [&](std::uint8_t& out) noexcept {
