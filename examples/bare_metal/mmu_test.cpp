@@ -589,8 +589,11 @@ void run_kernel_test(const physical_layout& layout, std::uint64_t seed) noexcept
         *phys_ptr<std::uint64_t>(data_start + off) = tag_of(data_start + off);
 
     const auto& dm = direct_map();
+    const bool one_gib = cpu_has_1g_pages();
+    if (!one_gib) serial::line("mmu: no 1 GiB pages on this CPU (CPUID.80000001H:EDX[26] = 0): 4K/2M only");
     auto made = space_type::create(pool, dm,
-                                   five ? asreloc::x86_64::paging_mode::five_level : asreloc::x86_64::paging_mode::four_level);
+                                   five ? asreloc::x86_64::paging_mode::five_level : asreloc::x86_64::paging_mode::four_level,
+                                   asreloc::x86_64::features{.pages_1g = one_gib});
     if (!made.has_value()) fail("page_table::create failed");
     auto& space = *new (space_storage) space_type(std::move(made).value());
 
@@ -619,9 +622,6 @@ void run_kernel_test(const physical_layout& layout, std::uint64_t seed) noexcept
     write_cr3(space.root().value());
     serial::line("mmu: CR3 loaded with the backend's ", five ? "PML5" : "PML4", " at ", serial::hex{space.root().value()},
                  ", ", pool.allocated_count(), " frames in tables");
-
-    const bool one_gib = cpu_has_1g_pages();
-    if (!one_gib) serial::line("mmu: no 1 GiB pages on this CPU (CPUID.80000001H:EDX[26] = 0): 4K/2M only");
 
     auto& check = *new (check_storage) mmu_check(space, pool, data_start, random, mode);
     virt_range windows[2] = {virt_range::of(virt_addr{window_pml4_boundary - window_half}, 2 * window_half),
