@@ -1,0 +1,697 @@
+// The x86-64 page-table backend: 4-level and 5-level paging with 4 KiB, 2 MiB
+// and 1 GiB pages, written in the architectural format so that the tables it
+// builds can be loaded into CR3 as they are (SDM vol. 3A, 4.5).
+//
+// Every change is transactional: it validates its input and takes every frame
+// it will need from the allocator before it writes a single entry, so an error
+// leaves the tables bit for bit as they were and gives the frames back.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+#include "asreloc/core/address.hpp"
+#include "asreloc/core/attributes.hpp"
+#include "asreloc/core/result.hpp"
+#include "asreloc/paging/flush.hpp"
+#include "asreloc/paging/frame_allocator.hpp"
+#include "asreloc/paging/mapping.hpp"
+#include "asreloc/paging/page_table.hpp"
+#include "asreloc/paging/phys_map.hpp"
+#include "asreloc/x86_64/entry.hpp"
+#include "asreloc/x86_64/paging_mode.hpp"
+
+namespace asreloc::x86_64 {
+
+// What the processor offers beyond the baseline.
+struct features {
+    // 1 GiB pages need CPUID.80000001H:EDX.Page1GB[bit 26]; without them a
+    // map of 1 GiB pages answers unsupported_page_size and coalesce stops at 2 MiB.
+    bool pages_1g = true;
+};
+
+template <frame_allocator Alloc, phys_map Map>
+class page_table {
+public:
+    // A new, empty space whose root table comes from `frames`. The page table
+    // owns its tables and gives them back when destroyed.
+    static result<page_table> create(Alloc& frames, const Map& memory, paging_mode mode, features f = {}) noexcept {
+        auto root = frames.allocate_frame();
+        if (!root) return failure(root.error_code());
+        zero_frame(memory, *root);
+        return page_table{frames, memory, mode, f, *root, true};
+    }
+    // Tables that already exist (a guest's, the boot tables): changed in place,
+    // never freed as a whole; tables emptied by unmap still go back to `frames`.
+    static page_table adopt(Alloc& frames, const Map& memory, paging_mode mode, phys_addr root,
+                            features f = {}) noexcept {
+        return page_table{frames, memory, mode, f, root, false};
+    }
+
+    page_table(const page_table&) = delete;
+    page_table& operator=(const page_table&) = delete;
+    page_table(page_table&& o) noexcept
+        : frames_(o.frames_), memory_(o.memory_), mode_(o.mode_), features_(o.features_), root_(o.root_),
+          owning_(std::exchange(o.owning_, false)) {}
+    page_table& operator=(page_table&& o) noexcept {
+        if (this != &o) {
+            release();
+            frames_ = o.frames_;
+            memory_ = o.memory_;
+            mode_ = o.mode_;
+            features_ = o.features_;
+            root_ = o.root_;
+            owning_ = std::exchange(o.owning_, false);
+        }
+        return *this;
+    }
+    ~page_table() { release(); }
+
+    phys_addr root() const noexcept { return root_; }
+    paging_mode mode() const noexcept { return mode_; }
+    bool is_canonical(virt_addr va) const noexcept { return va.is_canonical(width(mode_)); }
+
+    // ---- the page_table concept (contract in asreloc/paging/page_table.hpp) ----
+
+    result<translation> translate(virt_addr va) const noexcept {
+        if (!is_canonical(va)) return failure(error::non_canonical);
+        effective_rights rights;
+        const std::uint64_t* table = table_at(root_);
+        for (unsigned level = top(); level >= 1; --level) {
+            const entry e{table[table_index(va.value(), level)]};
+            if (!e.present()) return failure(error::not_mapped);
+            if (e.is_leaf(level)) {
+                const auto m = leaf_mapping(e, level, va.align_down(size_of_level(level)), rights);
+                return translation{m.phys + va.page_offset(m.size), m};
+            }
+            rights = rights.through(e);
+            table = table_at(e.table_address());
+        }
+        return failure(error::not_mapped);  // unreachable: a PTE is always a leaf
+    }
+
+    result<flush> map(virt_range range, phys_addr phys, attributes attrs, page_size size) noexcept {
+        const unsigned leaf_level = level_of(size);
+        if (leaf_level == 0 || (leaf_level == 3 && !features_.pages_1g)) return failure(error::unsupported_page_size);
+        if (!range.is_aligned(size) || !phys.is_aligned(size)) return failure(error::misaligned);
+        if (!is_canonical_range(range)) return failure(error::non_canonical);
+        if (!encodable(attrs)) return failure(error::invalid_attributes);
+        const std::uint64_t last_phys = phys.value() + (range.size() - 1);
+        if (last_phys < phys.value() || !phys_addr{last_phys}.is_valid()) return failure(error::out_of_bounds);
+        if (any_mapping_in(range)) return failure(error::overlaps);
+
+        frame_reserve reserve{*this};
+        if (auto r = reserve.take(tables_needed(root_, top(), range, leaf_level)); !r) return failure(r.error_code());
+        map_into(table_at(root_), top(), range, phys.value() - range.start().value(), attrs, leaf_level, reserve);
+        // Only not-present entries became present: nothing cached to forget (4.10.4.3).
+        return flush::none();
+    }
+
+    result<flush> unmap(virt_range range) noexcept {
+        auto prepared = prepare_change(range);
+        if (!prepared) return failure(prepared.error_code());
+        unmap_in(table_at(root_), top(), range);
+        return flush::of(prepared->affected);
+    }
+
+    result<flush> protect(virt_range range, attributes attrs) noexcept {
+        if (auto valid = validate(range); !valid) return failure(valid.error_code());
+        if (!encodable(attrs)) return failure(error::invalid_attributes);
+        auto prepared = prepare_change(range);
+        if (!prepared) return failure(prepared.error_code());
+        protect_in(table_at(root_), top(), range, attrs);
+        return flush::of(prepared->affected);
+    }
+
+    template <class Visitor>
+    result<walk_control> for_each_mapping(virt_range window, walk_order order, Visitor&& visit) const {
+        if (!window.is_aligned(page_size::size_4k)) return failure(error::misaligned);
+        return walk_mappings(root_, top(), 0, window, order, effective_rights{}, visit);
+    }
+
+    template <class Visitor>
+    result<walk_control> for_each_gap(virt_range window, walk_order order, Visitor&& visit) const {
+        if (!window.is_aligned(page_size::size_4k)) return failure(error::misaligned);
+        gap_collector<Visitor> gaps{visit, order};
+        if (walk_gaps(root_, top(), 0, window, order, gaps) == walk_control::stop) return walk_control::stop;
+        return gaps.finish();
+    }
+
+    // ---- the accessed_dirty_page_table refinement ----
+
+    // A large page has one A and one D bit: clearing them for a range clears
+    // them for every page that overlaps it.
+    result<ad_sample> query_and_clear(virt_range range, ad_bits clear) noexcept {
+        if (auto valid = validate(range); !valid) return failure(valid.error_code());
+        std::uint64_t clear_mask = 0;
+        if (has(clear, ad_bits::accessed)) clear_mask |= bits::accessed;
+        if (has(clear, ad_bits::dirty)) clear_mask |= bits::dirty;
+        ad_sample sample;
+        bool cleared = false;
+        for_each_leaf_slot(root_, top(), 0, range, [&](std::uint64_t& slot, unsigned level, std::uint64_t va) {
+            const entry e{slot};
+            const auto overlap = intersect(range, virt_range::of(virt_addr{va}, entry_span(level)));
+            const auto pages = overlap.range.size() / page_bytes;
+            if (e.accessed()) sample.accessed_pages += pages;
+            if (e.dirty()) sample.dirty_pages += pages;
+            if ((e.raw() & clear_mask) != 0) {
+                slot = e.without(clear_mask).raw();
+                cleared = true;
+            }
+        });
+        if (cleared) sample.invalidate = flush::of(range);
+        return sample;
+    }
+
+    // ---- extras ----
+
+    // Set A in every entry of the walk to va, and D in the leaf when `write`:
+    // what the CPU does on an access (SDM vol. 3A, 4.8), for emulators and tests.
+    status mark_accessed(virt_addr va, bool write) noexcept {
+        if (!is_canonical(va)) return failure(error::non_canonical);
+        if (!translate(va)) return failure(error::not_mapped);
+        std::uint64_t* table = table_at(root_);
+        for (unsigned level = top(); level >= 1; --level) {
+            std::uint64_t& slot = table[table_index(va.value(), level)];
+            slot |= bits::accessed;
+            if (entry{slot}.is_leaf(level)) {
+                if (write) slot |= bits::dirty;
+                return {};
+            }
+            table = table_at(entry{slot}.table_address());
+        }
+        return {};
+    }
+
+    // Merge back: wherever a table inside `range` holds 512 leaves that map
+    // contiguous frames with the same attributes, its parent maps one large
+    // page instead (A and D ORed) and the table goes back to the allocator.
+    result<flush> coalesce(virt_range range) noexcept {
+        if (auto valid = validate(range); !valid) return failure(valid.error_code());
+        flush merged = flush::none();
+        coalesce_in(table_at(root_), top(), 0, range, merged);
+        return merged;
+    }
+
+    // Visit every table page: visit(level, phys) with level = top() for the root.
+    template <class Visitor>
+    void for_each_table(Visitor&& visit) const {
+        visit_tables(root_, top(), visit);
+    }
+
+private:
+    page_table(Alloc& frames, const Map& memory, paging_mode mode, features f, phys_addr root, bool owning) noexcept
+        : frames_(&frames), memory_(&memory), mode_(mode), features_(f), root_(root), owning_(owning) {}
+
+    // Frames taken before a change and handed out while it writes: kept as a
+    // list threaded through the frames themselves, so no buffer bounds it.
+    class frame_reserve {
+    public:
+        explicit frame_reserve(page_table& owner) noexcept : owner_(owner) {}
+        frame_reserve(const frame_reserve&) = delete;
+        frame_reserve& operator=(const frame_reserve&) = delete;
+        ~frame_reserve() {
+            while (count_ > 0) owner_.frames_->deallocate_frame(pop());
+        }
+        status take(std::uint64_t n) noexcept {
+            for (std::uint64_t i = 0; i < n; ++i) {
+                auto f = owner_.frames_->allocate_frame();
+                if (!f) return failure(f.error_code());
+                std::memcpy(owner_.memory_->to_virt(*f), &head_, sizeof head_);
+                head_ = f->value();
+                ++count_;
+            }
+            return {};
+        }
+        // A zeroed table from the reserve; the count was computed exactly.
+        phys_addr pop() noexcept {
+            Expects(count_ > 0);
+            const phys_addr f{head_};
+            std::memcpy(&head_, owner_.memory_->to_virt(f), sizeof head_);
+            --count_;
+            zero_frame(*owner_.memory_, f);
+            return f;
+        }
+
+    private:
+        page_table& owner_;
+        std::uint64_t head_ = 0;
+        std::uint64_t count_ = 0;
+    };
+
+    struct prepared_change {
+        virt_range affected;  // the range plus every large page split to reach it
+    };
+
+    static void zero_frame(const Map& memory, phys_addr f) noexcept { std::memset(memory.to_virt(f), 0, page_bytes); }
+
+    unsigned top() const noexcept { return levels(mode_); }
+    std::uint64_t* table_at(phys_addr p) const noexcept {
+        return reinterpret_cast<std::uint64_t*>(memory_->to_virt(p));
+    }
+
+    static constexpr unsigned level_of(page_size s) noexcept {
+        switch (s) {
+        case page_size::size_4k: return 1;
+        case page_size::size_2m: return 2;
+        case page_size::size_1g: return 3;
+        }
+        return 0;
+    }
+    static constexpr page_size size_of_level(unsigned level) noexcept {
+        return level == 1 ? page_size::size_4k : level == 2 ? page_size::size_2m : page_size::size_1g;
+    }
+
+    // Both ends canonical and in the same half: the range has no hole inside.
+    bool is_canonical_range(const virt_range& r) const noexcept {
+        return is_canonical(r.start()) && is_canonical(r.last()) &&
+               ((r.start().value() ^ r.last().value()) >> 63) == 0;
+    }
+
+    // The linear address of entry `index` of a table of `level` under `base`.
+    std::uint64_t entry_address(std::uint64_t base, unsigned level, unsigned index) const noexcept {
+        const std::uint64_t va = base + (std::uint64_t{index} << level_shift(level));
+        return level == top() ? sign_extend(va, width(mode_)) : va;
+    }
+    // The entries of a `level` table under `base` that overlap `window`, as an
+    // index range [first, last]; none when the table lies outside it.
+    struct index_span {
+        bool any;
+        unsigned first;
+        unsigned last;
+    };
+
+    mapping leaf_mapping(entry e, unsigned level, virt_addr start, effective_rights rights) const noexcept {
+        return mapping{.start = start,
+                       .phys = e.leaf_address(level),
+                       .size = size_of_level(level),
+                       .attrs = rights.apply_to(e.leaf_attributes(level)),
+                       .accessed = e.accessed(),
+                       .dirty = e.dirty()};
+    }
+
+    template <class Visitor>
+    static walk_control call(Visitor& visit, const auto& arg) {
+        if constexpr (std::is_void_v<decltype(visit(arg))>) {
+            visit(arg);
+            return walk_control::proceed;
+        } else {
+            return visit(arg);
+        }
+    }
+
+    // ---- walks ----
+
+    // Visits the indices of `span` in walk order.
+    template <class Body>
+    static walk_control for_indices(index_span span, walk_order order, Body&& body) {
+        if (!span.any) return walk_control::proceed;
+        if (order == walk_order::bottom_up) {
+            for (unsigned i = span.first;; ++i) {
+                if (body(i) == walk_control::stop) return walk_control::stop;
+                if (i == span.last) break;
+            }
+        } else {
+            for (unsigned i = span.last;; --i) {
+                if (body(i) == walk_control::stop) return walk_control::stop;
+                if (i == span.first) break;
+            }
+        }
+        return walk_control::proceed;
+    }
+
+    // The index range of a table, walked in full at the top level only over
+    // the canonical part of the window.
+    index_span entries_in(std::uint64_t base, unsigned level, const virt_range& window) const noexcept {
+        if (level != top()) {
+            const auto both = intersect(virt_range::of(virt_addr{base}, entry_span(level + 1)), window);
+            if (!both.any) return {false, 0, 0};
+            return {true, table_index(both.range.start().value(), level), table_index(both.range.last().value(), level)};
+        }
+        // Top level: entries 0..511 cover the lower half then the upper half.
+        // Clip the window to each half and take the union of the indices.
+        const unsigned half = entries_per_table / 2;
+        const std::uint64_t half_bytes = std::uint64_t{half} << level_shift(level);
+        const auto lower = intersect(virt_range::of(virt_addr{0}, half_bytes), window);
+        const auto upper = intersect(virt_range::from_bounds(virt_addr{0 - half_bytes}, virt_addr{~std::uint64_t{0}}), window);
+        if (!lower.any && !upper.any) return {false, 0, 0};
+        const unsigned first = lower.any ? table_index(lower.range.start().value(), level)
+                                         : table_index(upper.range.start().value(), level);
+        const unsigned last = upper.any ? table_index(upper.range.last().value(), level)
+                                        : table_index(lower.range.last().value(), level);
+        return {true, first, last};
+    }
+
+    template <class Visitor>
+    walk_control walk_mappings(phys_addr table_phys, unsigned level, std::uint64_t base, const virt_range& window,
+                               walk_order order, effective_rights rights, Visitor& visit) const {
+        const std::uint64_t* table = table_at(table_phys);
+        return for_indices(entries_in(base, level, window), order, [&](unsigned i) {
+            const entry e{table[i]};
+            const std::uint64_t va = entry_address(base, level, i);
+            if (!e.present() || !window.overlaps(virt_range::of(virt_addr{va}, entry_span(level))))
+                return walk_control::proceed;
+            if (e.is_leaf(level)) return call(visit, leaf_mapping(e, level, virt_addr{va}, rights));
+            return walk_mappings(e.table_address(), level - 1, va, window, order, rights.through(e), visit);
+        });
+    }
+
+    // Joins adjacent free pieces into maximal gaps and hands each to the visitor.
+    template <class Visitor>
+    class gap_collector {
+    public:
+        gap_collector(Visitor& visit, walk_order order) noexcept : visit_(visit), order_(order) {}
+
+        walk_control add(virt_range piece) {
+            if (pending_) {
+                const bool adjacent = order_ == walk_order::bottom_up ? pending_range_.end() == piece.start()
+                                                                      : piece.end() == pending_range_.start();
+                if (adjacent) {
+                    pending_range_ = order_ == walk_order::bottom_up
+                                         ? virt_range::from_bounds(pending_range_.start(), piece.last())
+                                         : virt_range::from_bounds(piece.start(), pending_range_.last());
+                    return walk_control::proceed;
+                }
+                if (finish() == walk_control::stop) return walk_control::stop;
+            }
+            pending_ = true;
+            pending_range_ = piece;
+            return walk_control::proceed;
+        }
+        walk_control finish() {
+            if (!pending_) return walk_control::proceed;
+            pending_ = false;
+            return call(visit_, pending_range_);
+        }
+        walk_control mapped() { return finish(); }
+
+    private:
+        Visitor& visit_;
+        walk_order order_;
+        bool pending_ = false;
+        virt_range pending_range_{};
+    };
+
+    template <class Collector>
+    walk_control walk_gaps(phys_addr table_phys, unsigned level, std::uint64_t base, const virt_range& window,
+                           walk_order order, Collector& gaps) const {
+        const std::uint64_t* table = table_at(table_phys);
+        return for_indices(entries_in(base, level, window), order, [&](unsigned i) {
+            const entry e{table[i]};
+            const std::uint64_t va = entry_address(base, level, i);
+            const auto piece = intersect(virt_range::of(virt_addr{va}, entry_span(level)), window);
+            if (!piece.any) return walk_control::proceed;
+            if (!e.present()) return gaps.add(piece.range);
+            if (e.is_leaf(level)) return gaps.mapped();
+            return walk_gaps(e.table_address(), level - 1, va, window, order, gaps);
+        });
+    }
+
+    bool any_mapping_in(const virt_range& range) const noexcept {
+        bool found = false;
+        auto stop_at_first = [&](const mapping&) {
+            found = true;
+            return walk_control::stop;
+        };
+        (void)walk_mappings(root_, top(), 0, range, walk_order::bottom_up, effective_rights{}, stop_at_first);
+        return found;
+    }
+    bool any_gap_in(const virt_range& range) const noexcept {
+        bool found = false;
+        auto stop_at_first = [&](const virt_range&) {
+            found = true;
+            return walk_control::stop;
+        };
+        gap_collector<decltype(stop_at_first)> gaps{stop_at_first, walk_order::bottom_up};
+        if (walk_gaps(root_, top(), 0, range, walk_order::bottom_up, gaps) != walk_control::stop) (void)gaps.finish();
+        return found;
+    }
+
+    // Calls body(slot, level, va) for every present leaf overlapping `range`.
+    template <class Body>
+    void for_each_leaf_slot(phys_addr table_phys, unsigned level, std::uint64_t base, const virt_range& range,
+                            Body&& body) {
+        std::uint64_t* table = table_at(table_phys);
+        (void)for_indices(entries_in(base, level, range), walk_order::bottom_up, [&](unsigned i) {
+            const entry e{table[i]};
+            const std::uint64_t va = entry_address(base, level, i);
+            if (!e.present() || !range.overlaps(virt_range::of(virt_addr{va}, entry_span(level))))
+                return walk_control::proceed;
+            if (e.is_leaf(level)) body(table[i], level, va);
+            else for_each_leaf_slot(e.table_address(), level - 1, va, range, body);
+            return walk_control::proceed;
+        });
+    }
+
+    // ---- map ----
+
+    // Tables a map of leaves at `leaf_level` over `range` must create below a
+    // table of `level` (null when that table does not exist yet either).
+    std::uint64_t tables_needed(phys_addr table_phys, unsigned level, const virt_range& range, unsigned leaf_level,
+                                std::uint64_t base = 0, bool exists = true) const noexcept {
+        if (level == leaf_level) return 0;
+        const std::uint64_t* table = exists ? table_at(table_phys) : nullptr;
+        std::uint64_t needed = 0;
+        (void)for_indices(entries_in(base, level, range), walk_order::bottom_up, [&](unsigned i) {
+            const std::uint64_t va = entry_address(base, level, i);
+            const entry e{table ? table[i] : 0};
+            if (e.present()) needed += tables_needed(e.table_address(), level - 1, range, leaf_level, va, true);
+            else needed += 1 + tables_needed(phys_addr{}, level - 1, range, leaf_level, va, false);
+            return walk_control::proceed;
+        });
+        return needed;
+    }
+
+    // `delta` turns a linear address into the physical one it maps to.
+    void map_into(std::uint64_t* table, unsigned level, const virt_range& range, std::uint64_t delta,
+                  const attributes& attrs, unsigned leaf_level, frame_reserve& reserve, std::uint64_t base = 0) {
+        (void)for_indices(entries_in(base, level, range), walk_order::bottom_up, [&](unsigned i) {
+            const std::uint64_t va = entry_address(base, level, i);
+            if (level == leaf_level) {
+                table[i] = make_leaf(level, phys_addr{va + delta}, attrs).raw();
+                return walk_control::proceed;
+            }
+            if (!entry{table[i]}.present()) table[i] = make_table_entry(reserve.pop()).raw();
+            map_into(table_at(entry{table[i]}.table_address()), level - 1, range, delta, attrs, leaf_level, reserve, va);
+            return walk_control::proceed;
+        });
+    }
+
+    // ---- unmap and protect ----
+
+    // The leaf containing `va` with the level it sits at, if mapped.
+    struct leaf_slot {
+        std::uint64_t* slot = nullptr;
+        unsigned level = 0;
+    };
+    leaf_slot find_leaf(std::uint64_t va) const noexcept {
+        std::uint64_t* table = table_at(root_);
+        for (unsigned level = top(); level >= 1; --level) {
+            std::uint64_t& slot = table[table_index(va, level)];
+            const entry e{slot};
+            if (!e.present()) return {};
+            if (e.is_leaf(level)) return {&slot, level};
+            table = table_at(e.table_address());
+        }
+        return {};
+    }
+
+    // The large pages a boundary at `va` cuts: one table per level from the
+    // leaf holding va down to where va is aligned. Reported as (level, base).
+    struct cut {
+        unsigned level = 0;
+        std::uint64_t base = 0;
+    };
+    unsigned cuts_at(std::uint64_t va, cut (&out)[2]) const noexcept {
+        const auto leaf = find_leaf(va);
+        unsigned n = 0;
+        for (unsigned level = leaf.level; level >= 2 && leaf.slot != nullptr; --level) {
+            if ((va & (entry_span(level) - 1)) == 0) break;
+            out[n++] = {level, va & ~(entry_span(level) - 1)};
+        }
+        return n;
+    }
+
+    // Validates an unmap or protect of `range`, reserves the tables its splits
+    // need, and performs the splits (which change no translation).
+    status validate(const virt_range& range) const noexcept {
+        if (!range.is_aligned(page_size::size_4k)) return failure(error::misaligned);
+        if (!is_canonical_range(range)) return failure(error::non_canonical);
+        return {};
+    }
+
+    result<prepared_change> prepare_change(const virt_range& range) noexcept {
+        if (auto valid = validate(range); !valid) return failure(valid.error_code());
+        if (any_gap_in(range)) return failure(error::not_mapped);
+
+        cut cuts[4];
+        unsigned n = 0;
+        cut at_start[2];
+        cut at_end[2];
+        const unsigned starts = cuts_at(range.start().value(), at_start);
+        const unsigned ends = range.end().value() == 0 ? 0 : cuts_at(range.end().value(), at_end);
+        for (unsigned i = 0; i < starts; ++i) cuts[n++] = at_start[i];
+        for (unsigned i = 0; i < ends; ++i) {
+            bool shared = false;
+            for (unsigned j = 0; j < starts; ++j)
+                shared = shared || (at_start[j].level == at_end[i].level && at_start[j].base == at_end[i].base);
+            if (!shared) cuts[n++] = at_end[i];
+        }
+        frame_reserve reserve{*this};
+        if (auto r = reserve.take(n); !r) return failure(r.error_code());
+
+        auto affected = range;
+        for (unsigned i = 0; i < n; ++i) {
+            // Cuts are listed from the larger page down, so each finds its leaf.
+            split(cuts[i], reserve);
+            const auto split_range = virt_range::of(virt_addr{cuts[i].base}, entry_span(cuts[i].level));
+            affected = flush::of(affected).merge(flush::of(split_range)).range();
+        }
+        return prepared_change{affected};
+    }
+
+    // Replace the large leaf at cut.level covering cut.base with a table of 512
+    // leaves one level down that map the same frames with the same attributes.
+    void split(const cut& c, frame_reserve& reserve) noexcept {
+        const auto leaf = find_leaf(c.base);
+        Expects(leaf.slot != nullptr && leaf.level == c.level);
+        const entry big{*leaf.slot};
+        const phys_addr table = reserve.pop();
+        std::uint64_t* small = table_at(table);
+        const unsigned level = c.level - 1;
+        const attributes attrs = big.leaf_attributes(c.level);
+        for (unsigned i = 0; i < entries_per_table; ++i) {
+            const phys_addr frame = big.leaf_address(c.level) + std::uint64_t{i} * entry_span(level);
+            small[i] = make_leaf(level, frame, attrs, big.accessed(), big.dirty()).raw();
+        }
+        *leaf.slot = make_table_entry(table).raw();
+    }
+
+    static bool table_is_empty(const std::uint64_t* table) noexcept {
+        for (unsigned i = 0; i < entries_per_table; ++i)
+            if (table[i] != 0) return false;
+        return true;
+    }
+
+    // After the splits, every leaf overlapping the range lies inside it.
+    void unmap_in(std::uint64_t* table, unsigned level, const virt_range& range, std::uint64_t base = 0) noexcept {
+        (void)for_indices(entries_in(base, level, range), walk_order::bottom_up, [&](unsigned i) {
+            const entry e{table[i]};
+            const std::uint64_t va = entry_address(base, level, i);
+            if (!e.present()) return walk_control::proceed;
+            if (e.is_leaf(level)) {
+                table[i] = 0;
+                return walk_control::proceed;
+            }
+            std::uint64_t* child = table_at(e.table_address());
+            unmap_in(child, level - 1, range, va);
+            if (table_is_empty(child)) {
+                table[i] = 0;
+                frames_->deallocate_frame(e.table_address());
+            }
+            return walk_control::proceed;
+        });
+    }
+
+    void protect_in(std::uint64_t* table, unsigned level, const virt_range& range, const attributes& attrs,
+                    std::uint64_t base = 0) noexcept {
+        (void)for_indices(entries_in(base, level, range), walk_order::bottom_up, [&](unsigned i) {
+            const entry e{table[i]};
+            const std::uint64_t va = entry_address(base, level, i);
+            if (!e.present()) return walk_control::proceed;
+            if (e.is_leaf(level)) {
+                table[i] = make_leaf(level, e.leaf_address(level), attrs, e.accessed(), e.dirty()).raw();
+                return walk_control::proceed;
+            }
+            protect_in(table_at(e.table_address()), level - 1, range, attrs, va);
+            return walk_control::proceed;
+        });
+    }
+
+    // ---- coalesce ----
+
+    // The large leaf a table of `level` could become, or none.
+    struct merge_candidate {
+        bool possible = false;
+        entry leaf;
+    };
+    merge_candidate mergeable(const std::uint64_t* table, unsigned level) const noexcept {
+        const entry first{table[0]};
+        if (!first.present() || !first.is_leaf(level)) return {};
+        const phys_addr frame = first.leaf_address(level);
+        if (!frame.is_aligned(size_of_level(level + 1))) return {};
+        const attributes attrs = first.leaf_attributes(level);
+        bool accessed = false;
+        bool dirty = false;
+        for (unsigned i = 0; i < entries_per_table; ++i) {
+            const entry e{table[i]};
+            if (!e.present() || !e.is_leaf(level) || e.leaf_address(level) != frame + std::uint64_t{i} * entry_span(level) ||
+                !(e.leaf_attributes(level) == attrs))
+                return {};
+            accessed = accessed || e.accessed();
+            dirty = dirty || e.dirty();
+        }
+        return {true, make_leaf(level + 1, frame, attrs, accessed, dirty)};
+    }
+
+    void coalesce_in(std::uint64_t* table, unsigned level, std::uint64_t base, const virt_range& range,
+                     flush& merged) noexcept {
+        if (level < 2) return;
+        (void)for_indices(entries_in(base, level, range), walk_order::bottom_up, [&](unsigned i) {
+            const entry e{table[i]};
+            const std::uint64_t va = entry_address(base, level, i);
+            if (!e.present() || e.is_leaf(level)) return walk_control::proceed;
+            std::uint64_t* child = table_at(e.table_address());
+            coalesce_in(child, level - 1, va, range, merged);
+            const auto span = virt_range::of(virt_addr{va}, entry_span(level));
+            const bool may_be_leaf = level == 2 || (level == 3 && features_.pages_1g);
+            if (!may_be_leaf || !range.contains(span) || !is_permissive_table_entry(e)) return walk_control::proceed;
+            if (const auto candidate = mergeable(child, level - 1); candidate.possible) {
+                table[i] = candidate.leaf.raw();
+                frames_->deallocate_frame(e.table_address());
+                merged.merge(flush::of(span));
+            }
+            return walk_control::proceed;
+        });
+    }
+
+    // ---- tables as a whole ----
+
+    template <class Visitor>
+    void visit_tables(phys_addr table_phys, unsigned level, Visitor& visit) const {
+        visit(level, table_phys);
+        if (level == 1) return;
+        const std::uint64_t* table = table_at(table_phys);
+        for (unsigned i = 0; i < entries_per_table; ++i) {
+            const entry e{table[i]};
+            if (e.present() && !e.is_leaf(level)) visit_tables(e.table_address(), level - 1, visit);
+        }
+    }
+
+    void free_tables(phys_addr table_phys, unsigned level) noexcept {
+        if (level > 1) {
+            const std::uint64_t* table = table_at(table_phys);
+            for (unsigned i = 0; i < entries_per_table; ++i) {
+                const entry e{table[i]};
+                if (e.present() && !e.is_leaf(level)) free_tables(e.table_address(), level - 1);
+            }
+        }
+        frames_->deallocate_frame(table_phys);
+    }
+
+    void release() noexcept {
+        if (owning_) free_tables(root_, top());
+        owning_ = false;
+    }
+
+    Alloc* frames_;
+    const Map* memory_;
+    paging_mode mode_;
+    features features_;
+    phys_addr root_;
+    bool owning_;
+};
+
+}  // namespace asreloc::x86_64
