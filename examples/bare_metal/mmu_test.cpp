@@ -267,19 +267,70 @@ public:
 
     // Random protect and unmap of parts of what is mapped, each flushed
     // through the flush token it returned: stale TLB entries would show.
+    // Each change hits a page whose translation the TLB holds (the address is
+    // probed just before), and the same address is probed right after the
+    // flush the change returned: a missing or short flush shows as the CPU
+    // still using the old rights or frame.
     void mutate(virt_range window) noexcept {
         collect(window);
-        for (int i = 0; i < 48 && mapping_count_ > 0; ++i) {
+        for (int i = 0; i < 64 && mapping_count_ > 0; ++i) {
             const mapping& m = mappings_[random_.below(mapping_count_)];
-            const std::uint64_t pages = bytes(m.size) / kib4;
-            const std::uint64_t n = 1 + random_.below(pages < 8 ? pages : 8);
-            const std::uint64_t first = random_.below(pages - n + 1);
+            // The pages of m backed by the data area (collect keeps only pages that have some).
+            const std::uint64_t data_end = data_start_.value() + data_area_bytes;
+            const std::uint64_t lo = m.phys < data_start_ ? (data_start_ - m.phys) / kib4 : 0;
+            std::uint64_t hi = (data_end - m.phys.value()) / kib4;
+            if (hi > bytes(m.size) / kib4) hi = bytes(m.size) / kib4;
+            if (lo >= hi) continue;
+            const std::uint64_t n = 1 + random_.below(hi - lo < 8 ? hi - lo : 8);
+            const std::uint64_t first = lo + random_.below(hi - lo - n + 1);
             const auto r = virt_range::of(m.start + kib4 * first, kib4 * n);
+            const std::uint64_t va = r.start().value() + kib4 * random_.below(n) + 16 * random_.below(kib4 / 16);
+            check_address(va, space_.translate(virt_addr{va}));  // warms the TLB
             if (random_.below(3) == 0) checked_unmap(r, "unmap");
             else checked_protect(r, random_.any_attributes(), "protect");
+            const auto after = space_.translate(virt_addr{va});
+            if (!after.has_value() || in_data_area(after->phys)) check_address(va, after);
+            ++changes_checked;
             collect(window);
         }
     }
+    unsigned changes_checked = 0;
+
+    // QEMU's TCG widens an invlpg to a full flush once a large page was used
+    // through the same TLB (kernel accesses always do: the kernel image is on
+    // 2 MiB pages), so a short flush can hide in the random changes above.
+    // CPL 3 accesses have a TLB of their own: after a CR3 reload, warm it on
+    // 4 KiB user pages only, change all of them in one call, apply its flush,
+    // and every page must show the change at once.
+    void check_flush_precision(virt_range window) noexcept {
+        collect(window);
+        const virt_range* gap = nullptr;
+        for (unsigned i = 0; i < gap_count_ && gap == nullptr; ++i)
+            if (gap_count_ > 0 && gaps_[i].size() >= 64 * kib4) gap = &gaps_[i];
+        if (gap == nullptr) fail("flush check: no 256 KiB gap in the window");
+        constexpr std::uint64_t run = 8;
+        for (unsigned round = 0; round < 6; ++round) {
+            const auto r = virt_range::of(gap->start() + round * (run + 1) * kib4, run * kib4);
+            const phys_addr pa = data_start_ + kib4 * random_.below(data_area_bytes / kib4 - run);
+            checked_map(r, pa, asreloc::user_read_write, page_size::size_4k, "map for the flush check");
+            write_cr3(read_cr3());
+            for (std::uint64_t p = 0; p < run; ++p) {
+                const std::uint64_t va = r.start().value() + p * kib4 + 16 * random_.below(kib4 / 16);
+                const auto got = perform(va, access::read, true, 0);
+                if (got.faulted || got.value != tag_of(pa + (va - r.start().value()))) fail("flush check: warm-up read failed");
+            }
+            if (round % 3 == 0) checked_unmap(r, "unmap for the flush check");
+            else if (round % 3 == 1) checked_protect(r, asreloc::read_write, "protect to supervisor for the flush check");
+            else checked_protect(r, attributes{.user = true}, "protect to read-only for the flush check");
+            for (std::uint64_t p = 0; p < run; ++p) {
+                const std::uint64_t va = r.start().value() + p * kib4 + 16 * random_.below(kib4 / 16);
+                check_address(va, space_.translate(virt_addr{va}));
+            }
+            if (round % 3 != 0) checked_unmap(r, "unmap after the flush check");
+            ++flush_rounds;
+        }
+    }
+    unsigned flush_rounds = 0;
 
     void probe_window(virt_range window, unsigned addresses) noexcept {
         collect(window);
@@ -660,6 +711,7 @@ void run_kernel_test(const physical_layout& layout, std::uint64_t seed) noexcept
             check.probe_window(windows[0], 400);
         }
         write_pkru(0);
+        check.controls.pkru = 0;
         write_cr4(read_cr4() & ~cr4_pke);
         check.controls.pke = false;
         serial::line("mmu: CR4.PKE rounds done, ", check.totals.key_faults, " faults with PK set, ",
@@ -667,13 +719,16 @@ void run_kernel_test(const physical_layout& layout, std::uint64_t seed) noexcept
     } else {
         serial::line("mmu: no protection keys on this CPU (CPUID.7.0:ECX[3] = 0), PKE rounds skipped");
     }
+    check.check_flush_precision(windows[0]);
+    serial::line("mmu: flush precision: ", check.flush_rounds, " multi-page changes seen at once by CPL 3, ",
+                 check.totals.mismatches, " mismatches so far");
     check.check_accessed_dirty(windows[0]);
     check.check_demand_paging(windows[0]);
 
     const auto& c = check.totals;
     serial::line("mmu: mode=", mode, " windows=", window_count, " addresses=", c.addresses, " (4K=", c.by_size[0],
                  " 2M=", c.by_size[1], " 1G=", c.by_size[2], " unmapped=", c.unmapped, ") accesses=", c.accesses,
-                 " faults=", c.faults, " invlpg=", check.tlb.pages, " cr3_reloads=", check.tlb.reloads,
+                 " faults=", c.faults, " live_changes=", check.changes_checked, " invlpg=", check.tlb.pages, " cr3_reloads=", check.tlb.reloads,
                  " mismatches=", c.mismatches);
     if (c.mismatches != 0) fail("the CPU and the backend disagree");
     serial::line("mmu: PASS ", mode);
