@@ -332,6 +332,50 @@ public:
     }
     unsigned flush_rounds = 0;
 
+    // coalesce: a table of 512 contiguous, equal leaves becomes one large
+    // leaf; the CPU must then translate through it exactly as before (the
+    // old translations are warmed in the TLB first and the returned flush
+    // applied). Done for 4 KiB -> 2 MiB, and 2 MiB -> 1 GiB when the CPU has
+    // 1 GiB pages.
+    void check_coalesce(virt_range window, bool one_gib_pages) noexcept {
+        const page_size sizes[2] = {page_size::size_2m, page_size::size_1g};
+        for (const page_size large : sizes) {
+            if (large == page_size::size_1g && !one_gib_pages) continue;
+            const page_size small = large == page_size::size_2m ? page_size::size_4k : page_size::size_2m;
+            // A slot of its own, 1 GiB aligned, beyond the random layouts.
+            const virt_addr slot{window.end().value() + 16 * gib1 + (large == page_size::size_1g ? gib1 : 0)};
+            // Backing: a 2 MiB chunk of the data area, or physical 0 for 1 GiB.
+            const phys_addr pa = large == page_size::size_2m ? random_data_frame(page_size::size_2m) : phys_addr{0};
+            const attributes a = random_.any_attributes();
+            const auto r = virt_range::of(slot, bytes(large));
+            checked_map(r, pa, a, small, "map small pages to coalesce");
+            for (int k = 0; k < 8; ++k) probe_inside(r, pa);
+            apply(space_.coalesce(r), "coalesce");
+            const auto t = space_.translate(slot);
+            if (!t.has_value() || t->page.size != large || t->phys != pa || !(t->page.attrs == a)) {
+                serial::line("mmu: BACKEND ", mode_, " coalesce did not leave one ", bytes(large), "-byte page at ",
+                             serial::hex{slot.value()});
+                ++totals.mismatches;
+            }
+            for (int k = 0; k < 32; ++k) probe_inside(r, pa);
+            checked_unmap(r, "unmap the coalesced page");
+            ++coalesced;
+        }
+    }
+    unsigned coalesced = 0;
+
+    // A probe at a random 16-byte slot of `r` whose backing lies in the data area.
+    void probe_inside(virt_range r, phys_addr pa) noexcept {
+        const std::uint64_t data_end = data_start_.value() + data_area_bytes;
+        const std::uint64_t lo = pa < data_start_ ? data_start_ - pa : 0;
+        std::uint64_t hi = data_end - pa.value();
+        if (hi > r.size()) hi = r.size();
+        const std::uint64_t va = r.start().value() + lo + 16 * random_.below((hi - lo) / 16);
+        const auto t = space_.translate(virt_addr{va});
+        if (t.has_value() && !in_data_area(t->phys)) return;
+        check_address(va, t);
+    }
+
     void probe_window(virt_range window, unsigned addresses) noexcept {
         collect(window);
         for (unsigned i = 0, draws = 0; i < addresses; ++draws) {
@@ -719,6 +763,9 @@ void run_kernel_test(const physical_layout& layout, std::uint64_t seed) noexcept
     } else {
         serial::line("mmu: no protection keys on this CPU (CPUID.7.0:ECX[3] = 0), PKE rounds skipped");
     }
+    check.check_coalesce(windows[0], one_gib);
+    serial::line("mmu: coalesce: ", check.coalesced, " tables merged into large pages, ", check.totals.mismatches,
+                 " mismatches so far");
     check.check_flush_precision(windows[0]);
     serial::line("mmu: flush precision: ", check.flush_rounds, " multi-page changes seen at once by CPL 3, ",
                  check.totals.mismatches, " mismatches so far");
