@@ -263,7 +263,7 @@ static_assert(offsetof(task_state_segment, io_map_base) == 102);
 static_assert(std::is_trivially_copyable_v<task_state_segment> && std::is_standard_layout_v<task_state_segment>);
 
 // A TSS with no I/O permission bitmap: a map base at or past the limit denies
-// every port to CPL > IOPL (7.7, 18.5.2).
+// every port to CPL > IOPL (vol. 1, "I/O Permission Bit Map").
 inline constexpr std::uint16_t tss_no_io_bitmap = sizeof(task_state_segment);
 inline constexpr std::uint32_t tss_limit = sizeof(task_state_segment) - 1;
 
