@@ -1,0 +1,92 @@
+// Shared pieces of the region finders: request validation, the walk of the
+// ranges free in every space of a span (nested gap walks, so the cost follows
+// the populated tables), and the fit of a request into one such range.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "asreloc/core/address.hpp"
+#include "asreloc/core/result.hpp"
+#include "asreloc/paging/page_table.hpp"
+#include "asreloc/policy/region_finder.hpp"
+
+namespace asreloc::policy_detail {
+
+constexpr bool is_power_of_two(std::uint64_t v) noexcept { return v != 0 && (v & (v - 1)) == 0; }
+
+constexpr status check_request(std::size_t spaces, const region_request& r) noexcept {
+    if (spaces == 0 || r.size == 0) return failure(error::empty_range);
+    if (!is_aligned(r.size, page_bytes) || !is_aligned(r.guard, page_bytes) || !is_power_of_two(r.alignment) ||
+        r.alignment < page_bytes)
+        return failure(error::misaligned);
+    return {};
+}
+
+// The 4 KiB pages wholly inside `window`, as a range the walks accept; false
+// when the window holds no whole page.
+constexpr bool page_window(const virt_range& window, virt_range& out) noexcept {
+    const std::uint64_t first = window.start().value();
+    const std::uint64_t start = (first + page_bytes - 1) & ~(page_bytes - 1);
+    if (start < first) return false;  // wrapped past 2^64
+    const std::uint64_t end_excl_minus1 = window.last().value();
+    const std::uint64_t last_page = (end_excl_minus1 + 1) & ~(page_bytes - 1);  // 0 when last == ~0
+    std::uint64_t last;
+    if (end_excl_minus1 == ~std::uint64_t{0}) last = end_excl_minus1;
+    else if (last_page == 0) return false;
+    else last = last_page - 1;
+    if (last < start || last - start < page_bytes - 1) return false;
+    out = virt_range::from_bounds(virt_addr{start}, virt_addr{last});
+    return true;
+}
+
+// Calls visit(range) for each maximal range inside `range` free in spaces[i..];
+// visit answers walk_control. Order as asked.
+template <class P, class Visit>
+result<walk_control> walk_common_gaps(std::span<const P* const> spaces, std::size_t i, const virt_range& range,
+                                      walk_order order, Visit& visit) {
+    if (i == spaces.size()) return visit(range);
+    bool failed = false;
+    error code{};
+    auto r = spaces[i]->for_each_gap(range, order, [&](const virt_range& gap) {
+        auto sub = walk_common_gaps(spaces, i + 1, gap, order, visit);
+        if (!sub) {
+            failed = true;
+            code = sub.error_code();
+            return walk_control::stop;
+        }
+        return *sub;
+    });
+    if (failed) return failure(code);
+    return r;
+}
+
+// Where `r` fits in `gap` (guards inside the gap), lowest or highest start.
+// False when it does not fit. All arithmetic is checked against wrap-around.
+constexpr bool fit_lowest(const virt_range& gap, const region_request& r, virt_addr& out) noexcept {
+    const std::uint64_t lo = gap.start().value(), hi = gap.last().value();
+    if (hi - lo < r.guard) return false;
+    const std::uint64_t after_guard = lo + r.guard;
+    const std::uint64_t start = (after_guard + r.alignment - 1) & ~(r.alignment - 1);
+    if (start < after_guard) return false;  // wrapped
+    if (start > hi) return false;
+    const std::uint64_t room = hi - start;  // bytes after start, minus one
+    if (room < r.size - 1) return false;
+    if (room - (r.size - 1) < r.guard) return false;
+    out = virt_addr{start};
+    return true;
+}
+
+constexpr bool fit_highest(const virt_range& gap, const region_request& r, virt_addr& out) noexcept {
+    const std::uint64_t lo = gap.start().value(), hi = gap.last().value();
+    const std::uint64_t span_minus1 = hi - lo;
+    if (span_minus1 < r.guard) return false;
+    const std::uint64_t top = hi - r.guard;  // last byte the range may use
+    if (top - lo < r.size - 1) return false;
+    const std::uint64_t start = (top - (r.size - 1)) & ~(r.alignment - 1);
+    if (start < lo || start - lo < r.guard) return false;
+    out = virt_addr{start};
+    return true;
+}
+
+}  // namespace asreloc::policy_detail

@@ -1,0 +1,40 @@
+// First-fit region finders: the lowest (bottom-up) or highest (top-down) range
+// free in every space that satisfies a request. Each stops at the first common
+// gap that fits, so the walk is usually short.
+#pragma once
+
+#include <span>
+
+#include "asreloc/core/address.hpp"
+#include "asreloc/core/result.hpp"
+#include "asreloc/paging/page_table.hpp"
+#include "asreloc/policy/common_gaps.hpp"
+#include "asreloc/policy/region_finder.hpp"
+
+namespace asreloc {
+
+template <walk_order Order>
+struct first_fit_finder {
+    template <page_table P>
+    result<virt_range> find_free(std::span<const P* const> spaces, const region_request& request) const {
+        if (auto ok = policy_detail::check_request(spaces.size(), request); !ok) return failure(ok.error_code());
+        virt_range window;
+        if (!policy_detail::page_window(request.window, window)) return failure(error::no_free_range);
+        bool found = false;
+        virt_addr at;
+        auto visit = [&](const virt_range& gap) {
+            found = Order == walk_order::bottom_up ? policy_detail::fit_lowest(gap, request, at)
+                                                   : policy_detail::fit_highest(gap, request, at);
+            return found ? walk_control::stop : walk_control::proceed;
+        };
+        auto walked = policy_detail::walk_common_gaps<P>(spaces, 0, window, Order, visit);
+        if (!walked) return failure(walked.error_code());
+        if (!found) return failure(error::no_free_range);
+        return virt_range::of(at, request.size);
+    }
+};
+
+using bottom_up_finder = first_fit_finder<walk_order::bottom_up>;
+using top_down_finder = first_fit_finder<walk_order::top_down>;
+
+}  // namespace asreloc
