@@ -1,6 +1,7 @@
 // The hosted shadow store: displaced guest pages in an absl::node_hash_map, so
 // the capacity is a limit the embedder picks, not storage it provides. Nodes
 // never move, so pointers from original() stay valid until that page is erased.
+// Like the pool store it keeps the 4 KiB piece of the original mapping.
 #pragma once
 
 #include <array>
@@ -33,11 +34,14 @@ public:
     explicit hash_shadow_store(std::size_t capacity) : capacity_(capacity) { pages_.reserve(capacity); }
 
     status insert(shadow_key key, const mapping& original, std::span<const std::byte> content) {
-        if (!key.page.is_aligned(page_size::size_4k) || content.size() != page_bytes) return failure(error::misaligned);
+        mapping piece;
+        if (!key.page.is_aligned(page_size::size_4k) || content.size() != page_bytes ||
+            !page_piece_of(original, key.page, piece))
+            return failure(error::misaligned);
         if (pages_.contains(key)) return failure(error::overlaps);
         if (pages_.size() == capacity_) return failure(error::shadow_store_full);
         auto& page = pages_[key];
-        page.original = original;
+        page.original = piece;
         std::memcpy(page.bytes.data(), content.data(), page_bytes);
         return {};
     }

@@ -23,15 +23,20 @@ struct page_slot {
     std::byte bytes[page_bytes];
 };
 
-// One index entry per kept page.
+// One index entry per kept page: 40 bytes. The key's page is the kept
+// mapping's start (stores keep the 4 KiB piece, see page_piece_of), so it is
+// not stored twice.
 struct shadow_entry {
-    shadow_key key;
     mapping original;
+    std::uint32_t space = 0;
     std::uint32_t slot = 0;
+
+    constexpr shadow_key key() const noexcept { return {space, original.start}; }
 };
 
 // Capacity = min(slots.size(), index.size()); the storage must outlive the
-// store. Pointers from original() stay valid until the next insert or erase
+// store. insert() also refuses (misaligned) an original mapping that does not
+// cover key.page; original() answers the 4 KiB piece of it. Pointers from original() stay valid until the next insert or erase
 // (the index is kept sorted, so entries move).
 // Cost: lookups O(log n); insert/erase O(n) entry moves (entries are small,
 // the 4 KiB page copy dominates for the capacities a stub needs).
@@ -50,15 +55,18 @@ public:
     }
 
     status insert(shadow_key key, const mapping& original, std::span<const std::byte> content) noexcept {
-        if (!key.page.is_aligned(page_size::size_4k) || content.size() != page_bytes) return failure(error::misaligned);
+        mapping piece;
+        if (!key.page.is_aligned(page_size::size_4k) || content.size() != page_bytes ||
+            !page_piece_of(original, key.page, piece))
+            return failure(error::misaligned);
         const std::size_t at = lower_bound(key);
-        if (at < size_ && index_[at].key == key) return failure(error::overlaps);
+        if (at < size_ && index_[at].key() == key) return failure(error::overlaps);
         if (size_ == capacity_) return failure(error::shadow_store_full);
         const std::uint32_t slot = free_head_;
         free_head_ = next_free(slot);
         std::memcpy(slots_[slot].bytes, content.data(), page_bytes);
         for (std::size_t i = size_; i > at; --i) index_[i] = index_[i - 1];
-        index_[at] = shadow_entry{key, original, slot};
+        index_[at] = shadow_entry{piece, key.space, slot};
         ++size_;
         return {};
     }
@@ -109,14 +117,14 @@ private:
         std::size_t lo = 0, hi = size_;
         while (lo < hi) {
             const std::size_t mid = lo + (hi - lo) / 2;
-            if (index_[mid].key < key) lo = mid + 1;
+            if (index_[mid].key() < key) lo = mid + 1;
             else hi = mid;
         }
         return lo;
     }
     std::size_t find(shadow_key key) const noexcept {
         const std::size_t at = lower_bound(key);
-        return at < size_ && index_[at].key == key ? at : size_;
+        return at < size_ && index_[at].key() == key ? at : size_;
     }
 
     // A free slot's first four bytes name the next free slot.

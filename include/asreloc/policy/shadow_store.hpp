@@ -52,6 +52,19 @@ concept shadow_store = requires(S& s, const S& cs, shadow_key k, const mapping& 
     { cs.capacity() } -> std::same_as<std::size_t>;
 };
 
+// The 4 KiB piece of `original` that holds `page`: what a store keeps when the
+// displaced page sat inside a large page, so restore_content writes the right
+// 4 KiB frame. False when `original` does not cover `page` (a caller error the
+// stores answer with misaligned).
+constexpr bool page_piece_of(const mapping& original, virt_addr page, mapping& out) noexcept {
+    if (!original.range().contains(virt_range::of(page, page_bytes))) return false;
+    out = original;
+    out.start = page;
+    out.phys = original.phys + (page - original.start);
+    out.size = page_size::size_4k;
+    return true;
+}
+
 // Put a displaced page's content back into the guest frame it came from (the
 // caller remaps the guest mapping) and forget the copy.
 template <shadow_store Store, phys_map Map>
