@@ -1,0 +1,17 @@
+# ctest script: asreloc/asreloc.hpp includes every freestanding header, so a
+# new header cannot be forgotten there. Run with -DINCLUDE_DIR=<include/>.
+file(READ "${INCLUDE_DIR}/asreloc/asreloc.hpp" umbrella)
+file(GLOB_RECURSE headers RELATIVE "${INCLUDE_DIR}" "${INCLUDE_DIR}/asreloc/*.hpp")
+set(missing "")
+foreach(header IN LISTS headers)
+    if(header MATCHES "^asreloc/(hosted|reference)/" OR header STREQUAL "asreloc/asreloc.hpp")
+        continue()
+    endif()
+    string(FIND "${umbrella}" "#include \"${header}\"" at)
+    if(at EQUAL -1)
+        list(APPEND missing "${header}")
+    endif()
+endforeach()
+if(missing)
+    message(FATAL_ERROR "asreloc/asreloc.hpp does not include: ${missing}")
+endif()
