@@ -1,28 +1,45 @@
 // The stub's trap entry code. It is assembled here but runs only as a copy in
-// the stub's first page, at whatever placement the stub has, so it is
+// the stub's code page, at whatever placement the stub has, so it is
 // position-independent: it reaches the stub's data by a fixed offset from
-// itself (stub_layout in stub.hpp must agree with the offsets below).
+// itself (stub.hpp must agree with the offsets below).
 //
-// Fast path: int 0x80 is answered here, in the guest space, without an
-// address-space switch. Slow path: everything else switches CR3 to the
+// Fast path: a vector the route table (asreloc::trap_router, in the stub's
+// data) marks fast is answered here by its handler, in the guest space,
+// without an address-space switch. Slow path: everything else switches CR3 to the
 // monitor space (the stub is mapped at the same address there), moves to the
 // monitor's stack and calls the monitor, which comes back through
 // stub_resume to the stub's exit at the stub's placement *then* (it may have
 // moved while the monitor ran).
 
-#define STUB_DATA          0x2200      // from the start of the stub
+#define STUB_CODE          0x2000      // from the start of the stub (stub_code_offset)
+#define STUB_DATA          0x3000      // stub_data_offset
 #define DATA_MONITOR_CR3   0
 #define DATA_GUEST_CR3     8
 #define DATA_MONITOR_ENTRY 16
 #define DATA_MONITOR_STACK 24
 #define DATA_FAST_TRAPS    32
+#define DATA_ROUTES        64          // asreloc::trap_router, its route table first
+#define ROUTE_HANDLER      0           // trap_route_entry: handler, context, route, hits
+#define ROUTE_CONTEXT      8
+#define ROUTE_KIND         16
+#define ROUTE_HITS         24
+#define ROUTE_FAST         1
+// Frame offsets from %rsp once the registers are pushed (guest_frame).
+#define F_RAX              (14*8)
+#define F_VECTOR           (15*8)
+#define F_CR2              (16*8)
+#define F_CS               (19*8)
+
+// Everything at a fixed distance from the code: rip-relative from the copy.
+#define DATA(x)            (stub_code_start - STUB_CODE + STUB_DATA + (x))(%rip)
 
     .section .stub_text, "ax"
-    .globl stub_code_start, stub_code_end, stub_entries, stub_exit
+    .globl stub_code_start, stub_code_end, stub_entries, stub_exit, stub_fast_service
     .align 16
 stub_code_start:
 // 16-byte entries, one per vector 0..47, then int 0x80 (entry 48) and the
-// hypercall int 0x81 (entry 49).
+// hypercall int 0x81 (entry 49). Each pushes a zero error code where the CPU
+// pushes none, a slot for CR2, and the vector: asreloc::trap_frame's order.
 stub_entries:
     .set vec, 0
     .rept 48
@@ -31,15 +48,18 @@ stub_entries:
     .else
     pushq $0
     .endif
+    pushq $0
     pushq $vec
     jmp stub_common
     .set vec, vec + 1
     .endr
     .align 16
     pushq $0
+    pushq $0
     pushq $0x80
     jmp stub_common
     .align 16
+    pushq $0
     pushq $0
     pushq $0x81
     jmp stub_common
@@ -61,28 +81,41 @@ stub_common:
     pushq %r14
     pushq %r15
     cld
-    cmpq $0x80, 15*8(%rsp)
+    cmpq $14, F_VECTOR(%rsp)
+    jne 1f
+    movq %cr2, %rax
+    movq %rax, F_CR2(%rsp)
+1:  // The route of this vector: count the hit, run a fast route's handler here.
+    movq F_VECTOR(%rsp), %rax
+    shlq $5, %rax
+    leaq DATA(DATA_ROUTES), %rbx
+    addq %rax, %rbx
+    incq ROUTE_HITS(%rbx)
+    cmpb $ROUTE_FAST, ROUTE_KIND(%rbx)
     jne slow_path
-    // Fast path: the guest's "service" answers rax + 1, counted in the stub.
-    incq (stub_code_start + STUB_DATA + DATA_FAST_TRAPS)(%rip)
-    addq $1, 14*8(%rsp)
+    movq ROUTE_CONTEXT(%rbx), %rdi
+    leaq F_VECTOR(%rsp), %rsi          // the asreloc::trap_frame
+    callq *ROUTE_HANDLER(%rbx)
+    testb %al, %al                     // trap_disposition::resume_guest
+    jnz slow_path                      // forwarded (or reflect): the monitor decides
+    incq DATA(DATA_FAST_TRAPS)
     jmp stub_restore
 
 slow_path:
-    movq (stub_code_start + STUB_DATA + DATA_MONITOR_CR3)(%rip), %rax
+    movq DATA(DATA_MONITOR_CR3), %rax
     movq %rax, %cr3
     movq %rsp, %rdi                   // the trap frame, on the stub stack
-    testb $3, 18*8(%rsp)              // CS of the interrupted code
+    testb $3, F_CS(%rsp)              // CS of the interrupted code
     jz 1f
-    movq (stub_code_start + STUB_DATA + DATA_MONITOR_STACK)(%rip), %rsp
+    movq DATA(DATA_MONITOR_STACK), %rsp
 1:  andq $-16, %rsp
-    callq *(stub_code_start + STUB_DATA + DATA_MONITOR_ENTRY)(%rip)
+    callq *DATA(DATA_MONITOR_ENTRY)
     ud2                               // the monitor never returns here
 
 // rdi = the trap frame (at the stub's current placement); CR3 = monitor space.
 stub_exit:
     movq %rdi, %rsp
-    movq (stub_code_start + STUB_DATA + DATA_GUEST_CR3)(%rip), %rax
+    movq DATA(DATA_GUEST_CR3), %rax
     movq %rax, %cr3
 stub_restore:
     popq %r15
@@ -100,13 +133,21 @@ stub_restore:
     popq %rcx
     popq %rbx
     popq %rax
-    addq $16, %rsp
+    addq $24, %rsp                    // vector, CR2, error code
     iretq
+
+// The fast route of int 0x80, a trap_handler_fn (rdi = context, rsi = the
+// trap_frame; the guest's rax sits just below it): the guest's "service"
+// answers rax + 1 without leaving the guest space.
+stub_fast_service:
+    incq -8(%rsi)
+    xorl %eax, %eax                   // trap_disposition::resume_guest
+    ret
 stub_code_end:
 
 // In the kernel image (monitor space only): jump to the stub exit at its
 // current placement with the frame there.
-//   [[noreturn]] void stub_resume(trap_frame* frame, u64 stub_exit_address)
+//   [[noreturn]] void stub_resume(guest_frame* frame, u64 stub_exit_address)
     .text
     .globl stub_resume
 stub_resume:
