@@ -31,6 +31,7 @@ enum class error : std::uint8_t {
     capacity_exceeded,      // a fixed-capacity table (fixups, spaces, pins) is full
     not_placed,             // the stub has no placement yet
     out_of_bounds,          // an offset or size reaches past the end of a page or buffer
+    write_protected,        // a write to a page the guest mapped read-only
 };
 
 constexpr const char* to_string(error e) noexcept {
@@ -51,6 +52,7 @@ constexpr const char* to_string(error e) noexcept {
     case error::capacity_exceeded: return "capacity_exceeded";
     case error::not_placed: return "not_placed";
     case error::out_of_bounds: return "out_of_bounds";
+    case error::write_protected: return "write_protected";
     }
     return "unknown";
 }

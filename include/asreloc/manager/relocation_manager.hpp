@@ -1,0 +1,1052 @@
+// The relocation manager: the method of US 7,020,738 over the page-table
+// concept. It keeps the stub mapped at one placement in every guest space and
+// in the monitor space (supervisor-only in the guest spaces), classifies guest
+// faults and mapping events, moves the stub out of the guest's way (into a
+// free range, else over a random victim whose content goes to the shadow
+// store), serves the displaced content to an instruction emulator, and hops
+// on a timer until the placement is cold. Every change is all or nothing.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+
+#include <gsl/assert>
+
+#include "asreloc/core/address.hpp"
+#include "asreloc/core/attributes.hpp"
+#include "asreloc/core/result.hpp"
+#include "asreloc/manager/classify.hpp"
+#include "asreloc/manager/fixup.hpp"
+#include "asreloc/manager/statistics.hpp"
+#include "asreloc/manager/stub.hpp"
+#include "asreloc/manager/trace.hpp"
+#include "asreloc/manager/trap_routing.hpp"
+#include "asreloc/paging/flush.hpp"
+#include "asreloc/paging/mapping.hpp"
+#include "asreloc/paging/page_table.hpp"
+#include "asreloc/paging/phys_map.hpp"
+#include "asreloc/paging/tlb.hpp"
+#include "asreloc/policy/hotness_tracker.hpp"
+#include "asreloc/policy/region_finder.hpp"
+#include "asreloc/policy/shadow_store.hpp"
+#include "asreloc/policy/victim_selector.hpp"
+
+namespace asreloc {
+
+// Fixed capacities (template argument, so no heap): guest spaces registered at
+// once, stub pages, fixups, pinned ranges.
+struct manager_limits {
+    std::size_t guest_spaces = 8;
+    std::size_t stub_pages = 32;
+    std::size_t fixups = 32;
+    std::size_t pins = 16;
+};
+
+// Runtime choices.
+struct manager_config {
+    // Where placements may go (free and victim alike), and how they are aligned
+    // and guarded (guard: free bytes kept on each side of a free placement).
+    std::uint64_t alignment = page_bytes;
+    std::uint64_t guard = 0;
+    virt_range window = virt_range::everything();
+    // A victim candidate that overlaps a monitor-space mapping cannot be used
+    // (the monitor's content is not displaceable); the manager draws again, up
+    // to this many times, then answers no_victim. Narrow `window` to the part
+    // of the space the monitor leaves alone to make this rare.
+    std::uint32_t victim_attempts = 16;
+    // tick(): every hop_period ticks the placement is judged; 0 never hops.
+    std::uint32_t hop_period = 0;
+    // Consecutive cold periods after which hopping counts as settled.
+    std::uint32_t settle_periods = 1;
+};
+
+using space_id = std::uint32_t;
+
+enum class relocation_kind : std::uint8_t { free, victim };
+
+// What one successful move did.
+struct relocation_report {
+    bool had_placement = false;  // false for the first placement
+    virt_range from{};           // the old placement (when had_placement)
+    virt_range to{};
+    relocation_kind kind = relocation_kind::free;  // victim when any guest page was displaced
+    std::uint64_t pages_displaced = 0;
+    std::uint64_t pages_restored = 0;
+};
+
+enum class tick_outcome : std::uint8_t {
+    waiting,  // not the end of a hop period (or hopping disabled, or not placed)
+    stayed,   // the placement was cold: no hop
+    hopped,   // the placement was hot: the stub moved to a random range
+};
+
+enum class hop_state : std::uint8_t { hopping, settled };
+
+// P: the page-table type of every space (guest spaces and the monitor space).
+// Finder / Victims: region_finder / victim_selector policies over P.
+// Store: shadow_store; Tracker: hotness_tracker; Tlb: the invalidation hook
+// (one hook for all spaces: a relocation changes the same ranges in each, so
+// the hook invalidates them wherever the spaces are live, or marks them for a
+// flush on the next switch); Map: how the monitor reaches physical memory.
+//
+// Single-threaded: the embedder serialises every call (one monitor lock, or
+// one CPU). The manager holds pointers to the spaces and policies it is
+// given; they must outlive it.
+template <page_table P, region_finder<P> Finder, victim_selector<P> Victims, shadow_store Store,
+          hotness_tracker Tracker, tlb Tlb, phys_map Map, trace_sink Trace = null_trace,
+          manager_limits Limits = manager_limits{}>
+class relocation_manager {
+    static_assert(Limits.guest_spaces > 0 && Limits.stub_pages > 0);
+
+public:
+    static constexpr manager_limits limits = Limits;
+    // Undo-log entries one operation may need: per guest space one per
+    // displaced guest leaf (at most one per stub page) plus three; two for
+    // the monitor space.
+    static constexpr std::size_t journal_capacity = Limits.guest_spaces * (Limits.stub_pages + 3) + 2;
+
+    relocation_manager(P& monitor, const Finder& finder, Victims& victims, Store& store, Tracker& tracker, Tlb& tlb,
+                       const Map& memory, manager_config config = {}, Trace trace = {}) noexcept
+        : monitor_(&monitor), finder_(finder), victims_(&victims), store_(&store), tracker_(&tracker), tlb_(&tlb),
+          memory_(&memory), config_(config), trace_(trace) {}
+
+    relocation_manager(const relocation_manager&) = delete;
+    relocation_manager& operator=(const relocation_manager&) = delete;
+
+    // ---- setup --------------------------------------------------------------
+
+    // Registers a guest space (one guest process = one page table). When the
+    // stub is placed, it is mapped into the new space at the placement; guest
+    // content the new space has there is displaced into the shadow store first
+    // (as for a victim). Errors: capacity_exceeded, overlaps (already
+    // registered), and those of a relocation (out_of_frames,
+    // shadow_store_full, capacity_exceeded); nothing changes on error.
+    result<space_id> add_guest_space(P& space) {
+        for (std::size_t i = 0; i < Limits.guest_spaces; ++i)
+            if (guests_[i] == &space) return failure(error::overlaps);
+        std::size_t id = Limits.guest_spaces;
+        for (std::size_t i = 0; i < Limits.guest_spaces; ++i)
+            if (guests_[i] == nullptr) {
+                id = i;
+                break;
+            }
+        if (id == Limits.guest_spaces) return failure(error::capacity_exceeded);
+        const auto sid = static_cast<space_id>(id);
+        guests_[id] = &space;  // before the transaction: its undo log names the space by id
+        if (placed_) {
+            begin();
+            std::uint64_t displaced = 0;
+            status done = displace(sid, space, placement_, displaced);
+            if (done) done = map_stub(space, sid, placement_);
+            if (!done) {
+                const failure f = abort(done.error_code());
+                guests_[id] = nullptr;
+                return f;
+            }
+            finish_flushes();
+            stats_.pages_displaced += displaced;
+            stats_.bytes_copied += displaced * page_bytes;
+        }
+        emit({.kind = trace_kind::space_added, .space = sid, .to = placement_});
+        return sid;
+    }
+
+    // Unregisters a guest space: the stub leaves it and its displaced content
+    // goes back (remapped, content restored). Errors: unknown_address_space,
+    // out_of_frames (remapping); nothing changes on error.
+    status remove_guest_space(space_id id) {
+        P* space = guest(id);
+        if (space == nullptr) return failure(error::unknown_address_space);
+        if (placed_) {
+            begin();
+            if (auto s = unmap_stub(*space, id, placement_); !s) return abort(s.error_code());
+            if (auto s = remap_displaced(*space, id, placement_); !s) return abort(s.error_code());
+            finish_flushes();
+            const std::uint64_t restored = restore_displaced(id, placement_);
+            stats_.pages_restored += restored;
+            stats_.bytes_copied += restored * page_bytes;
+        }
+        guests_[id] = nullptr;
+        emit({.kind = trace_kind::space_removed, .space = id});
+        return {};
+    }
+
+    // Registers something that must follow the stub (manager/fixup.hpp); on
+    // x86-64 pass x86_64::stub_fixups::list() for the built-in ones. Fixups
+    // run in registration order and are undone in reverse. Errors:
+    // capacity_exceeded (nothing added).
+    status add_fixup(fixup f) noexcept {
+        Expects(f.apply != nullptr);
+        if (fixup_count_ == Limits.fixups) return failure(error::capacity_exceeded);
+        fixups_[fixup_count_++] = f;
+        return {};
+    }
+    status add_fixups(std::span<const fixup> fs) noexcept {
+        if (fs.size() > Limits.fixups - fixup_count_) return failure(error::capacity_exceeded);
+        for (const fixup& f : fs) (void)add_fixup(f);
+        return {};
+    }
+
+    // Pins a range no victim may ever cover (MMIO, the guest's own page
+    // tables, ...). Free placements are not restricted by pins (nothing of the
+    // guest's is there to lose). Errors: capacity_exceeded.
+    status pin(virt_range r) noexcept {
+        if (pin_count_ == Limits.pins) return failure(error::capacity_exceeded);
+        pins_[pin_count_++] = r;
+        return {};
+    }
+    // Errors: not_mapped (no such pin).
+    status unpin(virt_range r) noexcept {
+        for (std::size_t i = 0; i < pin_count_; ++i)
+            if (pins_[i] == r) {
+                pins_[i] = pins_[--pin_count_];
+                return {};
+            }
+        return failure(error::not_mapped);
+    }
+    std::span<const virt_range> pins() const noexcept { return {pins_.data(), pin_count_}; }
+
+    // Counts of an attached router show up in statistics() (claims 7 and 8).
+    void attach_router(const trap_router* router) noexcept { router_ = router; }
+
+    // ---- placement (claims 1-6) ----------------------------------------------
+
+    // Maps the stub at one placement in every guest space and the monitor
+    // space, same frames, supervisor-only in the guest spaces: a range free in
+    // all of them (the finder), else a victim whose guest content is
+    // displaced. Fixups run from stub.built_for to the placement.
+    // Errors: overlaps (already placed), empty_range (no pages),
+    // capacity_exceeded (more pages than Limits.stub_pages), misaligned (a
+    // frame), no_victim, and the relocation errors; nothing changes on error.
+    result<relocation_report> place(const stub_description& stub) {
+        if (placed_) return failure(error::overlaps);
+        if (stub.pages.empty()) return failure(error::empty_range);
+        if (stub.pages.size() > Limits.stub_pages) return failure(error::capacity_exceeded);
+        for (const stub_page& p : stub.pages)
+            if (!p.frame.is_aligned(page_size::size_4k)) return failure(error::misaligned);
+        for (std::size_t i = 0; i < stub.pages.size(); ++i) pages_[i] = stub.pages[i];
+        page_count_ = stub.pages.size();
+        built_for_ = stub.built_for;
+        auto r = relocate_away(nullptr, relocation_cause::placement);
+        if (!r) page_count_ = 0;
+        return r;
+    }
+
+    bool is_placed() const noexcept { return placed_; }
+    // Errors: not_placed.
+    result<virt_range> placement() const noexcept {
+        if (!placed_) return failure(error::not_placed);
+        return placement_;
+    }
+    std::uint64_t stub_size() const noexcept { return page_count_ * page_bytes; }
+    std::span<const stub_page> stub_pages() const noexcept { return {pages_.data(), page_count_}; }
+
+    // ---- classification (claims 1, 5, 6, 11) ----------------------------------
+
+    // Whose is a guest fault at va in `space`? (See fault_class.) Pure: it
+    // changes nothing. Errors: unknown_address_space.
+    result<fault_class> classify(space_id space, virt_addr va) const noexcept {
+        if (guest(space) == nullptr) return failure(error::unknown_address_space);
+        if (!placed_ || !placement_.contains(va)) return fault_class::not_ours;
+        if (store_->original(shadow_key{space, va.align_down(page_size::size_4k)}) != nullptr)
+            return fault_class::displaced;
+        return fault_class::conflict;
+    }
+
+    // Whether a guest mapping of `range` in `space` would conflict with the
+    // stub (the guest wrote a page-table entry inside the placement).
+    // Errors: unknown_address_space.
+    result<bool> classify_mapping(space_id space, virt_range range) const noexcept {
+        if (guest(space) == nullptr) return failure(error::unknown_address_space);
+        return placed_ && placement_.overlaps(range);
+    }
+
+    // Classifies and acts on a guest fault: a conflict moves the stub out of
+    // the page's way (retry); displaced content is for the emulator (emulate);
+    // anything else goes back to the guest (reflect). Every touch of the
+    // placement is recorded in the hotness tracker.
+    // Errors: unknown_address_space, and a failed relocation's (nothing changed).
+    result<fault_action> handle_fault(space_id space, virt_addr va, access_kind) {
+        auto c = classify(space, va);
+        if (!c) return failure(c.error_code());
+        switch (*c) {
+        case fault_class::not_ours:
+            ++stats_.reflected;
+            emit({.kind = trace_kind::reflected, .space = space, .from = virt_range::of(va, 1)});
+            return fault_action::reflect;
+        case fault_class::displaced: tracker_->record_access(va, 1); return fault_action::emulate;
+        case fault_class::conflict: break;
+        }
+        tracker_->record_access(va, 1);
+        const auto page = virt_range::of(va.align_down(page_size::size_4k), page_bytes);
+        auto r = resolve_conflict(space, page);
+        if (!r) return failure(r.error_code());
+        return fault_action::retry;
+    }
+
+    // ---- relocation (claims 1, 9, 10) -----------------------------------------
+
+    // Moves the stub off `range` (which the guest of `space` needs): into a
+    // free range outside it (claim 9), else over a random victim (claim 10).
+    // When the placement does not overlap `range`, nothing happens and the
+    // report's from == to. Errors: not_placed, unknown_address_space,
+    // no_victim, out_of_frames, shadow_store_full, fixup_refused,
+    // capacity_exceeded; nothing changes on error (but `rollbacks`).
+    result<relocation_report> resolve_conflict(space_id space, virt_range range) {
+        if (guest(space) == nullptr) return failure(error::unknown_address_space);
+        if (!placed_) return failure(error::not_placed);
+        if (!placement_.overlaps(range)) return relocation_report{true, placement_, placement_};
+        auto r = relocate_away(&range, relocation_cause::conflict);
+        if (r) {
+            ++stats_.conflicts;
+            emit({.kind = trace_kind::conflict, .space = space, .from = range, .to = r->to});
+        }
+        return r;
+    }
+
+    // Moves the stub to `to` (free in the monitor space; guest content there
+    // is displaced). For embedders and tests that choose the place themselves.
+    // Errors: not_placed, misaligned, overlaps (to overlaps the placement, or
+    // a monitor-space mapping, or has the wrong size), non_canonical, and the
+    // relocation errors.
+    result<relocation_report> relocate_to(virt_range to) {
+        if (!placed_) return failure(error::not_placed);
+        if (!to.is_aligned(page_size::size_4k)) return failure(error::misaligned);
+        if (to.size() != stub_size() || to.overlaps(placement_)) return failure(error::overlaps);
+        if (!canonical_everywhere(to)) return failure(error::non_canonical);
+        if (any_mapping(*monitor_, to)) return failure(error::overlaps);
+        return move_stub(to, relocation_cause::explicit_move);
+    }
+
+    // ---- guest mapping events ---------------------------------------------------
+
+    // The guest of `space` maps `range` (its shadow page-table write). If the
+    // range overlaps the placement, that is a conflict: the stub moves first,
+    // then the mapping goes in. Like page_table::map it never replaces
+    // anything: a range holding guest pages (mapped or displaced) answers
+    // overlaps. Errors checked before anything moves: unknown_address_space,
+    // empty_range, misaligned, non_canonical, overlaps. Errors the backend
+    // reports from the map itself (out_of_frames, invalid_attributes,
+    // unsupported_page_size) can come after a conflict already moved the
+    // stub: the move stands (a complete, consistent state) and the mapping
+    // is not made.
+    status guest_map(space_id space, virt_range range, phys_addr phys, attributes attrs, page_size size) {
+        P* s = guest(space);
+        if (s == nullptr) return failure(error::unknown_address_space);
+        if (!range.is_aligned(size) || !phys.is_aligned(size)) return failure(error::misaligned);
+        if (!s->is_canonical(range.start()) || !s->is_canonical(range.last())) return failure(error::non_canonical);
+        if (holds_guest_pages(space, *s, range)) return failure(error::overlaps);
+        if (placed_ && placement_.overlaps(range)) {
+            auto moved = resolve_conflict(space, range);
+            if (!moved) return failure(moved.error_code());
+        }
+        auto m = s->map(range, phys, attrs, size);
+        if (!m) return failure(m.error_code());
+        m->apply(*tlb_);
+        emit({.kind = trace_kind::guest_mapped, .space = space, .from = range});
+        return {};
+    }
+
+    // The guest of `space` unmaps `range`: every 4 KiB page of it must be a
+    // guest page, mapped or displaced (else not_mapped). Displaced pages are
+    // written back into the guest frame they came from (the guest may map
+    // that frame again and expects its content) and dropped from the shadow
+    // store; the stub stays. Errors: unknown_address_space, empty_range,
+    // misaligned, non_canonical, not_mapped, out_of_frames (splitting a large
+    // page), capacity_exceeded; nothing changes on error.
+    status guest_unmap(space_id space, virt_range range) {
+        P* s = guest(space);
+        if (s == nullptr) return failure(error::unknown_address_space);
+        if (!range.is_aligned(page_size::size_4k)) return failure(error::misaligned);
+        if (!s->is_canonical(range.start()) || !s->is_canonical(range.last())) return failure(error::non_canonical);
+        outside_parts parts = split_around_placement(range);
+        for (std::size_t i = 0; i < parts.count; ++i)
+            if (any_gap(*s, parts.part[i])) return failure(error::not_mapped);
+        const auto inside = placed_ ? intersect(range, placement_) : range_overlap{false, {}};
+        if (inside.any) {
+            bool all_displaced = true;
+            for_each_page(inside.range, [&](virt_addr p) {
+                if (store_->original(shadow_key{space, p}) == nullptr) all_displaced = false;
+            });
+            if (!all_displaced) return failure(error::not_mapped);
+        }
+        begin();
+        for (std::size_t i = 0; i < parts.count; ++i) {
+            // Only a first part needs undoing if a second one fails.
+            const bool journal_it = i + 1 < parts.count;
+            if (auto r = unmap_guest_part(*s, space, parts.part[i], journal_it); !r) return abort(r.error_code());
+        }
+        finish_flushes();
+        if (inside.any) {
+            const std::uint64_t restored = restore_displaced(space, inside.range);
+            stats_.pages_restored += restored;
+            stats_.bytes_copied += restored * page_bytes;
+        }
+        emit({.kind = trace_kind::guest_unmapped, .space = space, .from = range});
+        return {};
+    }
+
+    // ---- displaced content (claim 11) -------------------------------------------
+
+    // An emulated guest access to `data.size()` bytes at va in `space`, for an
+    // instruction emulator. Each 4 KiB piece is served from where the guest's
+    // byte lives: displaced pages from the shadow store; pages outside the
+    // placement through the guest's own mapping (so an access that straddles
+    // the placement's edge works in one call). A piece on a stub page with
+    // nothing of the guest's under it answers not_mapped: the guest has no
+    // mapping there (reflect a #PF, or, if the embedder knows better, call
+    // resolve_conflict and retry). Every piece is checked before any byte
+    // moves. Errors: unknown_address_space, not_mapped, write_protected,
+    // out_of_bounds (the access wraps past 2^64); on error no byte moved.
+    status access_displaced(space_id space, virt_addr va, std::span<std::byte> data, access_kind kind) {
+        P* s = guest(space);
+        if (s == nullptr) return failure(error::unknown_address_space);
+        if (data.empty()) return {};
+        if (va.value() + (data.size() - 1) < va.value()) return failure(error::out_of_bounds);
+        const bool write = kind == access_kind::write;
+        std::uint64_t shadow_bytes = 0;
+        for (int pass = 0; pass < 2; ++pass) {
+            std::uint64_t done = 0;
+            while (done < data.size()) {
+                const virt_addr at = va + done;
+                const virt_addr page = at.align_down(page_size::size_4k);
+                const std::uint64_t offset = at - page;
+                const std::uint64_t n = min_of<std::uint64_t>(page_bytes - offset, data.size() - done);
+                const auto piece = data.subspan(done, n);
+                if (const mapping* original = displaced_original(space, page)) {
+                    if (write && !original->attrs.writable) return failure(error::write_protected);
+                    if (pass == 1) {
+                        shadow_bytes += n;
+                        tracker_->record_access(at, 1);
+                        if (write) (void)store_->write(shadow_key{space, page}, offset, piece);
+                        else (void)store_->read(shadow_key{space, page}, offset, piece);
+                    }
+                } else {
+                    if (placed_ && placement_.contains(page)) return failure(error::not_mapped);
+                    auto t = s->translate(at);
+                    if (!t) return failure(error::not_mapped);
+                    if (write && !t->page.attrs.writable) return failure(error::write_protected);
+                    if (pass == 1) {
+                        std::byte* p = memory_->to_virt(t->phys);
+                        if (write) std::memcpy(p, piece.data(), n);
+                        else std::memcpy(piece.data(), p, n);
+                    }
+                }
+                done += n;
+            }
+        }
+        if (shadow_bytes > 0) {
+            ++(write ? stats_.shadow_writes : stats_.shadow_reads);
+            stats_.shadow_bytes += shadow_bytes;
+            emit({.kind = write ? trace_kind::shadow_write : trace_kind::shadow_read,
+                  .space = space,
+                  .from = virt_range::of(va, data.size()),
+                  .count = shadow_bytes});
+        }
+        return {};
+    }
+
+    // Whether the page at va of `space` is displaced (its content in the store).
+    bool is_displaced(space_id space, virt_addr va) const noexcept {
+        return displaced_original(space, va.align_down(page_size::size_4k)) != nullptr;
+    }
+
+    // ---- hop (claim 12) -----------------------------------------------------------
+
+    // Called from the embedder's timer. Every config.hop_period ticks the
+    // placement is judged by the tracker (whose own hot/cold hysteresis keeps
+    // a placement near the threshold from flipping every period): hot, the
+    // stub hops to a random range (the victim selector's draw: free or a
+    // victim); cold, it stays, and after config.settle_periods cold periods
+    // hopping counts as settled until the placement heats up again. The
+    // tracker ages once per period, after the judgement.
+    // Errors: those of the hop's relocation (nothing changed; the tracker
+    // still ages, so a failing hop is retried next period with fresh data).
+    result<tick_outcome> tick() {
+        ++stats_.ticks;
+        if (config_.hop_period == 0 || !placed_ || stats_.ticks % config_.hop_period != 0)
+            return tick_outcome::waiting;
+        const bool cold = tracker_->is_cold(placement_);
+        if (cold) {
+            if (++cold_periods_ >= config_.settle_periods && hop_state_ == hop_state::hopping) {
+                hop_state_ = hop_state::settled;
+                ++stats_.settled;
+                emit({.kind = trace_kind::settled, .to = placement_});
+            }
+            tracker_->age();
+            return tick_outcome::stayed;
+        }
+        cold_periods_ = 0;
+        if (hop_state_ == hop_state::settled) {
+            hop_state_ = hop_state::hopping;
+            emit({.kind = trace_kind::resumed, .to = placement_});
+        }
+        auto r = hop();
+        tracker_->age();
+        if (!r) return failure(r.error_code());
+        return tick_outcome::hopped;
+    }
+
+    hop_state hopping() const noexcept { return hop_state_; }
+
+    // ---- state ------------------------------------------------------------------------
+
+    // The counters; fast/slow traps and router reflections come from the
+    // attached router (if any) at the time of the call.
+    statistics stats() const noexcept {
+        statistics s = stats_;
+        if (router_ != nullptr) {
+            s.fast_traps = router_->fast_traps();
+            s.slow_traps = router_->slow_traps();
+            s.reflected += router_->reflected();
+        }
+        return s;
+    }
+    P* guest(space_id id) const noexcept { return id < Limits.guest_spaces ? guests_[id] : nullptr; }
+    P& monitor() const noexcept { return *monitor_; }
+    const manager_config& config() const noexcept { return config_; }
+    Trace& trace() noexcept { return trace_; }
+    const Tracker& tracker() const noexcept { return *tracker_; }
+
+private:
+    enum class relocation_cause : std::uint8_t { placement, conflict, hop, explicit_move };
+
+    // ---- the undo log ---------------------------------------------------------
+    //
+    // Every reversible page-table step of an operation is journaled; a failure
+    // replays the journal backwards, then undoes the fixups. Each undo step
+    // brings the tables back to their shape before the step, so it needs at
+    // most the frames the steps after it gave back: with the allocator used
+    // only by these spaces, undo cannot run out of frames. An undo that fails
+    // anyway is a broken contract (a backend that is not transactional), not
+    // an input error, hence Expects.
+    enum class undo_kind : std::uint8_t {
+        unmap_stub,       // the stub was mapped at `range`
+        remap_stub,       // the stub was unmapped from `range`
+        restore_leaf,     // `range` (part of guest leaf `leaf`) was unmapped; if shadowed its pages went to the store
+        unmap_displaced,  // displaced pages of `range` were mapped back to the guest
+    };
+    struct undo_entry {
+        undo_kind kind = undo_kind::unmap_stub;
+        bool shadowed = false;
+        std::uint32_t space = 0;  // no_space: the monitor space
+        virt_range range{};
+        mapping leaf{};
+    };
+
+    struct outside_parts {
+        virt_range part[2]{};
+        std::size_t count = 0;
+    };
+
+    template <class T>
+    static constexpr T min_of(T a, T b) noexcept {
+        return a < b ? a : b;
+    }
+
+    P& space_of(std::uint32_t id) const noexcept { return id == no_space ? *monitor_ : *guests_[id]; }
+
+    void begin() noexcept {
+        journal_size_ = 0;
+        applied_fixups_ = 0;
+        pending_.clear();
+    }
+
+    status journal(const undo_entry& e) noexcept {
+        if (journal_size_ == journal_capacity) return failure(error::capacity_exceeded);
+        journal_[journal_size_++] = e;
+        return {};
+    }
+
+    void collect(const flush& f) noexcept {
+        if (f.empty()) return;
+        for (unsigned i = 0; i < pending_.size(); ++i)
+            if (pending_[i].contains(f.range())) return;
+        pending_.add(f);
+    }
+    void finish_flushes() noexcept { pending_.apply(*tlb_); }
+
+    static void must(const status& s) noexcept { Expects(s.has_value()); }
+    template <class T>
+    static void must(const result<T>& r) noexcept {
+        Expects(r.has_value());
+    }
+
+    // Undo everything journaled and every applied fixup, flush, count.
+    failure abort(error code) noexcept {
+        while (journal_size_ > 0) undo(journal_[--journal_size_]);
+        while (applied_fixups_ > 0) must(fixups_[--applied_fixups_](fixup_to_, fixup_from_));
+        finish_flushes();
+        ++stats_.rollbacks;
+        emit({.kind = trace_kind::rollback, .code = code});
+        return failure(code);
+    }
+
+    void undo(const undo_entry& e) noexcept {
+        P& s = space_of(e.space);
+        switch (e.kind) {
+        case undo_kind::unmap_stub: unmap_stub_pages(s, e.range); return;
+        case undo_kind::remap_stub: must(map_stub_pages(s, e.range)); return;
+        case undo_kind::restore_leaf: restore_leaf(s, e); return;
+        case undo_kind::unmap_displaced:
+            for_each_page(e.range, [&](virt_addr p) {
+                if (store_->original(shadow_key{e.space, p}) != nullptr) {
+                    auto f = s.unmap(virt_range::of(p, page_bytes));
+                    must(f);
+                    collect(*f);
+                }
+            });
+            return;
+        }
+    }
+
+    void restore_leaf(P& s, const undo_entry& e) noexcept {
+        const mapping& l = e.leaf;
+        if (l.start < e.range.start()) {
+            auto f = s.unmap(virt_range::from_bounds(l.start, e.range.start() - 1));
+            must(f);
+            collect(*f);
+        }
+        if (e.range.last() < l.range().last()) {
+            auto f = s.unmap(virt_range::from_bounds(e.range.last() + 1, l.range().last()));
+            must(f);
+            collect(*f);
+        }
+        auto f = s.map(l.range(), l.phys, l.attrs, l.size);
+        must(f);
+        collect(*f);
+        restore_ad_bits(s, l);
+        if (e.shadowed) for_each_page(e.range, [&](virt_addr p) { must(store_->erase(shadow_key{e.space, p})); });
+    }
+
+    // A remapped page comes back without the A/D bits the CPU had set; put
+    // them back where the backend can (x86-64 and reference: mark_accessed).
+    static void restore_ad_bits(P& s, const mapping& m) noexcept {
+        if constexpr (requires { s.mark_accessed(m.start, m.dirty); }) {
+            if (m.accessed || m.dirty) must(s.mark_accessed(m.start, m.dirty));
+        }
+    }
+
+    template <class Visit>
+    static void for_each_page(virt_range r, Visit&& visit) {
+        for (std::uint64_t p = r.start().value();; p += page_bytes) {
+            visit(virt_addr{p});
+            if (p + (page_bytes - 1) == r.last().value()) break;
+        }
+    }
+
+    // ---- stub mapping --------------------------------------------------------------
+
+    // The stub's pages at `at`, in runs of physically consecutive frames with
+    // equal attributes (one map call each); all or nothing.
+    status map_stub_pages(P& s, virt_range at) noexcept {
+        std::size_t i = 0;
+        while (i < page_count_) {
+            std::size_t j = i + 1;
+            while (j < page_count_ && pages_[j].frame == pages_[j - 1].frame + page_bytes &&
+                   supervisor_only(pages_[j].attrs) == supervisor_only(pages_[i].attrs))
+                ++j;
+            const auto run = virt_range::of(at.start() + i * page_bytes, (j - i) * page_bytes);
+            auto f = s.map(run, pages_[i].frame, supervisor_only(pages_[i].attrs), page_size::size_4k);
+            if (!f) {
+                if (i > 0) unmap_stub_pages(s, virt_range::of(at.start(), i * page_bytes));
+                return failure(f.error_code());
+            }
+            collect(*f);
+            i = j;
+        }
+        return {};
+    }
+    // The stub's own 4 KiB leaves: no split, so no frame needed and no failure.
+    void unmap_stub_pages(P& s, virt_range at) noexcept {
+        auto f = s.unmap(at);
+        must(f);
+        collect(*f);
+    }
+
+    status map_stub(P& s, std::uint32_t id, virt_range at) noexcept {
+        if (auto r = map_stub_pages(s, at); !r) return r;
+        return journal({.kind = undo_kind::unmap_stub, .space = id, .range = at});
+    }
+    status unmap_stub(P& s, std::uint32_t id, virt_range at) noexcept {
+        if (auto r = journal({.kind = undo_kind::remap_stub, .space = id, .range = at}); !r) return r;
+        unmap_stub_pages(s, at);
+        return {};
+    }
+
+    // ---- displacement ----------------------------------------------------------------
+
+    // Copies every guest page of `s` inside `dst` to the store (the 4 KiB
+    // piece of its leaf) and unmaps it, leaf by leaf, journaled.
+    status displace(std::uint32_t id, P& s, virt_range dst, std::uint64_t& displaced) noexcept {
+        std::array<mapping, Limits.stub_pages> leaves{};
+        std::size_t n = 0;
+        bool overflow = false;
+        auto walked = s.for_each_mapping(dst, walk_order::bottom_up, [&](const mapping& m) {
+            if (n == leaves.size()) {
+                overflow = true;
+                return walk_control::stop;
+            }
+            leaves[n++] = m;
+            return walk_control::proceed;
+        });
+        if (!walked) return failure(walked.error_code());
+        if (overflow) return failure(error::capacity_exceeded);
+        for (std::size_t i = 0; i < n; ++i) {
+            const mapping& l = leaves[i];
+            const virt_range cut = intersect(l.range(), dst).range;
+            if (journal_size_ == journal_capacity) return failure(error::capacity_exceeded);
+            if (auto r = shadow_pieces(id, l, cut); !r) return r;
+            auto f = s.unmap(cut);
+            if (!f) {
+                for_each_page(cut, [&](virt_addr p) { must(store_->erase(shadow_key{id, p})); });
+                return failure(f.error_code());
+            }
+            collect(*f);
+            must(journal({.kind = undo_kind::restore_leaf, .shadowed = true, .space = id, .range = cut, .leaf = l}));
+            displaced += cut.size() / page_bytes;
+        }
+        return {};
+    }
+
+    // Inserts the pages of `cut` (inside leaf l) into the store; all or nothing.
+    status shadow_pieces(std::uint32_t id, const mapping& l, virt_range cut) noexcept {
+        std::uint64_t inserted = 0;
+        status failed{};
+        for_each_page(cut, [&](virt_addr p) {
+            if (!failed) return;
+            mapping piece;
+            const bool inside_leaf = page_piece_of(l, p, piece);
+            Expects(inside_leaf);
+            const std::span<const std::byte> content{memory_->to_virt(piece.phys), page_bytes};
+            if (auto r = store_->insert(shadow_key{id, p}, l, content); !r) failed = r;
+            else ++inserted;
+        });
+        if (!failed) {
+            for (std::uint64_t k = 0; k < inserted; ++k)
+                must(store_->erase(shadow_key{id, cut.start() + k * page_bytes}));
+            return failed;
+        }
+        return {};
+    }
+
+    // Maps back, for the guest of `s`, every displaced page under `at`
+    // (journaled as one step); the content is copied back at commit.
+    status remap_displaced(P& s, std::uint32_t id, virt_range at) noexcept {
+        if (auto r = journal({.kind = undo_kind::unmap_displaced, .space = id, .range = at}); !r) return r;
+        status failed{};
+        std::uint64_t mapped = 0;
+        for_each_page(at, [&](virt_addr p) {
+            if (!failed) return;
+            const mapping* o = store_->original(shadow_key{id, p});
+            if (o == nullptr) return;
+            auto f = s.map(virt_range::of(p, page_bytes), o->phys, o->attrs, page_size::size_4k);
+            if (!f) {
+                failed = status(failure(f.error_code()));
+                return;
+            }
+            collect(*f);
+            restore_ad_bits(s, *o);
+            ++mapped;
+        });
+        if (!failed) {
+            // Undo the pages mapped so far now, and drop the journal entry.
+            --journal_size_;
+            for_each_page(at, [&](virt_addr p) {
+                if (mapped == 0 || store_->original(shadow_key{id, p}) == nullptr) return;
+                auto f = s.unmap(virt_range::of(p, page_bytes));
+                must(f);
+                collect(*f);
+                --mapped;
+            });
+            return failed;
+        }
+        return {};
+    }
+
+    // Commit step: copy the content of every displaced page of `id` under
+    // `at` into its guest frame and forget it. Cannot fail.
+    std::uint64_t restore_displaced(std::uint32_t id, virt_range at) noexcept {
+        std::uint64_t restored = 0;
+        for_each_page(at, [&](virt_addr p) {
+            if (store_->original(shadow_key{id, p}) == nullptr) return;
+            must(restore_content(*store_, shadow_key{id, p}, *memory_));
+            ++restored;
+        });
+        if (restored > 0) emit({.kind = trace_kind::restored, .space = id, .from = at, .count = restored});
+        return restored;
+    }
+
+    const mapping* displaced_original(space_id space, virt_addr page) const noexcept {
+        if (!placed_ || !placement_.contains(page)) return nullptr;
+        return store_->original(shadow_key{space, page});
+    }
+
+    // ---- the move ------------------------------------------------------------------------
+
+    // The transaction: fixups, then per guest space displace at `to`, map the
+    // stub there, unmap it from the old placement and map back what it had
+    // displaced there; the monitor space likewise; then (cannot fail) copy
+    // the displaced content back, flush, commit.
+    result<relocation_report> move_stub(virt_range to, relocation_cause cause) {
+        begin();
+        relocation_report report{placed_, placement_, to};
+        fixup_from_ = placed_ ? placement_.start() : built_for_;
+        fixup_to_ = to.start();
+        if (fixup_from_ != fixup_to_) {
+            for (std::size_t i = 0; i < fixup_count_; ++i) {
+                if (auto r = fixups_[i](fixup_from_, fixup_to_); !r) return abort(r.error_code());
+                ++applied_fixups_;
+            }
+        }
+        for (std::uint32_t id = 0; id < Limits.guest_spaces; ++id) {
+            P* s = guests_[id];
+            if (s == nullptr) continue;
+            if (auto r = displace(id, *s, to, report.pages_displaced); !r) return abort(r.error_code());
+            if (auto r = map_stub(*s, id, to); !r) return abort(r.error_code());
+            if (placed_) {
+                if (auto r = unmap_stub(*s, id, placement_); !r) return abort(r.error_code());
+                if (auto r = remap_displaced(*s, id, placement_); !r) return abort(r.error_code());
+            }
+        }
+        if (auto r = map_stub(*monitor_, no_space, to); !r) return abort(r.error_code());
+        if (placed_)
+            if (auto r = unmap_stub(*monitor_, no_space, placement_); !r) return abort(r.error_code());
+        // Commit: nothing below can fail.
+        finish_flushes();
+        if (placed_)
+            for (std::uint32_t id = 0; id < Limits.guest_spaces; ++id)
+                if (guests_[id] != nullptr) report.pages_restored += restore_displaced(id, placement_);
+        placement_ = to;
+        placed_ = true;
+        report.kind = report.pages_displaced > 0 ? relocation_kind::victim : relocation_kind::free;
+        count(report, cause);
+        return report;
+    }
+
+    void count(const relocation_report& r, relocation_cause cause) noexcept {
+        stats_.pages_displaced += r.pages_displaced;
+        stats_.pages_restored += r.pages_restored;
+        stats_.bytes_copied += (r.pages_displaced + r.pages_restored) * page_bytes;
+        ++(r.kind == relocation_kind::victim ? stats_.victim_relocations : stats_.free_relocations);
+        if (cause == relocation_cause::placement) {
+            ++stats_.placements;
+            emit({.kind = trace_kind::placed, .to = r.to, .count = r.pages_displaced});
+        }
+        if (cause == relocation_cause::hop) {
+            ++stats_.hops;
+            emit({.kind = trace_kind::hopped, .from = r.from, .to = r.to});
+        }
+        if (r.had_placement || r.pages_displaced > 0)
+            emit({.kind = r.kind == relocation_kind::victim ? trace_kind::relocated_victim : trace_kind::relocated_free,
+                  .from = r.from,
+                  .to = r.to,
+                  .count = r.pages_displaced});
+    }
+
+    // ---- choosing where ----------------------------------------------------------------
+
+    struct space_set {
+        std::array<const P*, Limits.guest_spaces + 1> spaces{};
+        std::size_t count = 0;
+        std::span<const P* const> span() const noexcept { return {spaces.data(), count}; }
+    };
+    space_set all_spaces() const noexcept {
+        space_set s;
+        s.spaces[s.count++] = monitor_;
+        for (P* g : guests_)
+            if (g != nullptr) s.spaces[s.count++] = g;
+        return s;
+    }
+
+    bool canonical_everywhere(virt_range r) const noexcept {
+        const space_set s = all_spaces();
+        for (const P* p : s.span())
+            if (!p->is_canonical(r.start()) || !p->is_canonical(r.last())) return false;
+        return true;
+    }
+
+    // The window parts of config_.window that do not overlap `avoid`.
+    outside_parts window_around(const virt_range* avoid) const noexcept {
+        outside_parts out;
+        const virt_range w = config_.window;
+        if (avoid == nullptr || !avoid->overlaps(w)) {
+            out.part[out.count++] = w;
+            return out;
+        }
+        if (w.start() < avoid->start()) out.part[out.count++] = virt_range::from_bounds(w.start(), avoid->start() - 1);
+        if (avoid->last() < w.last()) out.part[out.count++] = virt_range::from_bounds(avoid->last() + 1, w.last());
+        return out;
+    }
+
+    outside_parts split_around_placement(virt_range r) const noexcept {
+        outside_parts out;
+        if (!placed_ || !placement_.overlaps(r)) {
+            out.part[out.count++] = r;
+            return out;
+        }
+        if (r.start() < placement_.start())
+            out.part[out.count++] = virt_range::from_bounds(r.start(), placement_.start() - 1);
+        if (placement_.last() < r.last()) out.part[out.count++] = virt_range::from_bounds(placement_.last() + 1, r.last());
+        return out;
+    }
+
+    // Claim 9 first (a range free in every space), then claim 10 (a victim).
+    result<relocation_report> relocate_away(const virt_range* avoid, relocation_cause cause) {
+        auto free_range = find_free(avoid);
+        if (free_range) return move_stub(*free_range, cause);
+        if (free_range.error_code() != error::no_free_range) return fail_early(free_range.error_code());
+        auto victim = find_victim(avoid);
+        if (!victim) return fail_early(victim.error_code());
+        return move_stub(*victim, cause);
+    }
+
+    // A failure before anything changed still counts as a rolled-back operation.
+    failure fail_early(error code) noexcept {
+        ++stats_.rollbacks;
+        emit({.kind = trace_kind::rollback, .code = code});
+        return failure(code);
+    }
+
+    result<virt_range> find_free(const virt_range* avoid) const {
+        const space_set s = all_spaces();
+        const outside_parts windows = window_around(avoid);
+        for (std::size_t i = 0; i < windows.count; ++i) {
+            const region_request request{stub_size(), config_.alignment, config_.guard, windows.part[i]};
+            auto r = finder_.find_free(s.span(), request);
+            if (r) return *r;
+            if (r.error_code() != error::no_free_range) return failure(r.error_code());
+        }
+        return failure(error::no_free_range);
+    }
+
+    // A victim candidate: never pinned, never the placement or `avoid`, never
+    // over a monitor-space mapping (drawn again, config_.victim_attempts times).
+    result<virt_range> find_victim(const virt_range* avoid) {
+        std::array<virt_range, Limits.pins + 2> blocked{};
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < pin_count_; ++i) blocked[n++] = pins_[i];
+        if (placed_) blocked[n++] = placement_;
+        if (avoid != nullptr) blocked[n++] = *avoid;
+        const space_set s = all_spaces();
+        const victim_request request{stub_size(), config_.alignment, config_.window,
+                                     std::span<const virt_range>{blocked.data(), n}};
+        for (std::uint32_t attempt = 0; attempt < config_.victim_attempts; ++attempt) {
+            auto v = victims_->select(s.span(), request);
+            if (!v) return failure(v.error_code());
+            if (!any_mapping(*monitor_, *v)) return *v;
+        }
+        return failure(error::no_victim);
+    }
+
+    result<relocation_report> hop() {
+        auto to = find_victim(nullptr);
+        if (!to) return fail_early(to.error_code());
+        return move_stub(*to, relocation_cause::hop);
+    }
+
+    // ---- small queries ---------------------------------------------------------------
+
+    static bool any_mapping(const P& s, virt_range r) noexcept {
+        bool any = false;
+        auto walked = s.for_each_mapping(r, walk_order::bottom_up, [&](const mapping&) {
+            any = true;
+            return walk_control::stop;
+        });
+        return !walked || any;
+    }
+    static bool any_gap(const P& s, virt_range r) noexcept {
+        bool any = false;
+        auto walked = s.for_each_gap(r, walk_order::bottom_up, [&](const virt_range&) {
+            any = true;
+            return walk_control::stop;
+        });
+        return !walked || any;
+    }
+
+    // Whether `range` of guest `id` holds a guest page: a mapping outside the
+    // placement, or a displaced page inside it.
+    bool holds_guest_pages(space_id id, const P& s, virt_range range) const noexcept {
+        const outside_parts parts = split_around_placement(range);
+        for (std::size_t i = 0; i < parts.count; ++i)
+            if (any_mapping(s, parts.part[i])) return true;
+        if (!placed_ || !placement_.overlaps(range)) return false;
+        bool any = false;
+        for_each_page(intersect(range, placement_).range, [&](virt_addr p) {
+            if (store_->original(shadow_key{id, p}) != nullptr) any = true;
+        });
+        return any;
+    }
+
+    // Unmaps one part of a guest_unmap; journals its leaves when a later part
+    // could still fail.
+    status unmap_guest_part(P& s, space_id id, virt_range part, bool journal_it) noexcept {
+        const std::size_t before = journal_size_;
+        if (journal_it) {
+            bool overflow = false;
+            auto walked = s.for_each_mapping(part, walk_order::bottom_up, [&](const mapping& m) {
+                const undo_entry e{.kind = undo_kind::restore_leaf, .space = id, .range = intersect(m.range(), part).range,
+                                   .leaf = m};
+                if (!journal(e)) {
+                    overflow = true;
+                    return walk_control::stop;
+                }
+                return walk_control::proceed;
+            });
+            if (!walked || overflow) {
+                journal_size_ = before;
+                return failure(walked ? error::capacity_exceeded : walked.error_code());
+            }
+        }
+        auto f = s.unmap(part);
+        if (!f) {
+            journal_size_ = before;  // nothing was unmapped: nothing to restore
+            return failure(f.error_code());
+        }
+        collect(*f);
+        return {};
+    }
+
+    void emit(const trace_event& e) noexcept {
+        if constexpr (is_tracing<Trace>) trace_.record(e);
+    }
+
+    P* monitor_;
+    Finder finder_;
+    Victims* victims_;
+    Store* store_;
+    Tracker* tracker_;
+    Tlb* tlb_;
+    const Map* memory_;
+    manager_config config_;
+    [[no_unique_address]] Trace trace_;
+    const trap_router* router_ = nullptr;
+
+    std::array<P*, Limits.guest_spaces> guests_{};
+    std::array<stub_page, Limits.stub_pages> pages_{};
+    std::size_t page_count_ = 0;
+    virt_addr built_for_{};
+    bool placed_ = false;
+    virt_range placement_{};
+
+    std::array<fixup, Limits.fixups> fixups_{};
+    std::size_t fixup_count_ = 0;
+    std::array<virt_range, Limits.pins> pins_{};
+    std::size_t pin_count_ = 0;
+
+    std::array<undo_entry, journal_capacity> journal_{};
+    std::size_t journal_size_ = 0;
+    std::size_t applied_fixups_ = 0;
+    virt_addr fixup_from_{};
+    virt_addr fixup_to_{};
+    flush_batch<8> pending_{};
+
+    statistics stats_{};
+    hop_state hop_state_ = hop_state::hopping;
+    std::uint32_t cold_periods_ = 0;
+};
+
+}  // namespace asreloc
