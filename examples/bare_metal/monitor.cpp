@@ -27,12 +27,11 @@ constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v +
 // stub moves in the two spaces.
 stub_image the_stub;
 
-alignas(16) std::uint8_t monitor_stack[16384];
+alignas(16) std::uint8_t monitor_stack[65536];
 alignas(pool_type) std::byte pool_storage[sizeof(pool_type)];
 alignas(space_type) std::byte monitor_storage[sizeof(space_type)];
 alignas(space_type) std::byte guest_storage[sizeof(space_type)];
 monitor_state state;
-std::uint64_t slow_trap_count = 0;
 
 std::uint64_t stub_address_of(const void* p, virt_addr placement) noexcept {
     return placement.value() + static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(p) -
@@ -54,11 +53,23 @@ T* through_kernel_image(T* at_placement, virt_addr placement) noexcept {
 
 extern "C" [[noreturn]] void monitor_entry(guest_frame* at_placement) noexcept;
 
+// The router's address-space switch for slow routes. The stub's entry code
+// has already loaded the monitor space (it must, before anything of the
+// monitor is reachable) and its exit loads the guest space again (it must,
+// because the monitor may have moved the stub, and the code that called
+// dispatch, meanwhile). So the hooks switch nothing: one checks, the other
+// leaves the switch back to stub_exit.
+void monitor_space_is_loaded(void*) noexcept {
+    if (read_cr3() != state.monitor_space->root().value()) fail("slow path outside the monitor space");
+}
+void switch_back_at_stub_exit(void*) noexcept {}
+
 }  // namespace
 
 monitor_state& monitor() noexcept { return state; }
 stub_image& stub() noexcept { return the_stub; }
-std::uint64_t slow_traps() noexcept { return slow_trap_count; }
+std::uint64_t slow_traps() noexcept { return the_stub.data.router.slow_traps(); }
+std::uint64_t fast_traps() noexcept { return the_stub.data.router.fast_traps(); }
 
 phys_addr stub_frame(std::uint64_t page) noexcept {
     return phys_addr{reinterpret_cast<std::uint64_t>(&the_stub) - kernel_base + page * kib4};
@@ -81,7 +92,7 @@ void map_or_fail(space_type& s, virt_range r, phys_addr pa, attributes a, page_s
     m->ignore();  // only not-present entries became present (map never replaces)
 }
 
-monitor_state& create_monitor(const physical_layout& layout) noexcept {
+monitor_state& create_monitor(const physical_layout& layout, const char* code_begin, const char* code_end) noexcept {
     const phys_addr pool_start{align_up(layout.kernel_end.value(), mib2)};
     std::uint64_t frames = (layout.region_end - pool_start) / kib4;
     if (frames > 32768) frames = 32768;
@@ -100,9 +111,9 @@ monitor_state& create_monitor(const physical_layout& layout) noexcept {
                 phys_addr{0}, asreloc::read_write, page_size::size_2m, "the direct map");
 
     const phys_addr code = zeroed_frame();
-    const auto guest_bytes = static_cast<std::uint64_t>(guest_code_end - guest_code_start);
+    const auto guest_bytes = static_cast<std::uint64_t>(code_end - code_begin);
     if (guest_bytes > kib4) fail("the guest code does not fit one page");
-    for (std::uint64_t k = 0; k < guest_bytes; ++k) phys_ptr<char>(code)[k] = guest_code_start[k];
+    for (std::uint64_t k = 0; k < guest_bytes; ++k) phys_ptr<char>(code)[k] = code_begin[k];
     map_or_fail(*state.guest_space, virt_range::of(virt_addr{guest_code_va}, kib4), code,
                 attributes{.user = true, .executable = true}, page_size::size_4k, "guest code");
     map_or_fail(*state.guest_space, virt_range::of(virt_addr{guest_stack_va}, kib4), zeroed_frame(),
@@ -136,11 +147,12 @@ void build_stub(virt_addr at, const std::uint8_t* slow, unsigned slow_count, asr
     data->guest_cr3 = state.guest_space->root().value();
     data->monitor_entry = reinterpret_cast<std::uint64_t>(&monitor_entry);
     data->monitor_stack = reinterpret_cast<std::uint64_t>(monitor_stack + sizeof(monitor_stack));
-    data->fast_traps = 0;
+    data->router.set_address_space_switch({&monitor_space_is_loaded, &switch_back_at_stub_exit, nullptr});
     // stub.S indexes the route table at the start of the router.
     if (reinterpret_cast<const std::byte*>(&data->router.table()) != reinterpret_cast<const std::byte*>(&data->router))
         fail("the trap router does not start with its route table");
-    const auto fast = code_at + static_cast<std::uint64_t>(stub_fast_service - stub_code_start);
+    const auto fast = code_at + static_cast<std::uint64_t>(reinterpret_cast<const char*>(&stub_fast_service) -
+                                                           stub_code_start);
     data->router.route_fast(vector_fast_service, reinterpret_cast<asreloc::trap_handler_fn>(fast), nullptr);
     for (unsigned k = 0; k < slow_count; ++k) data->router.route_slow(slow[k], handler, context);
     state.placement = at;
@@ -182,16 +194,17 @@ extern "C" [[noreturn]] void monitor_entry(guest_frame* at_placement) noexcept {
                      " rip=", serial::hex{f.trap.rip}, " cr2=", serial::hex{f.trap.fault_address});
         fail("fault in the monitor");
     }
-    ++slow_trap_count;
-    const auto& e = the_stub.data.router.table()[static_cast<std::uint8_t>(f.trap.vector)];
+    auto& router = the_stub.data.router;
+    const auto& e = router.table()[static_cast<std::uint8_t>(f.trap.vector)];
     if (e.route != asreloc::trap_route::slow) {
-        // A reflect route: this guest has no handlers of its own to reflect to.
+        // Fast routes come here only when their handler reflected, reflect
+        // routes always: this guest has no handlers of its own to reflect to.
         serial::line("monitor: guest trap not ours: vector=", f.trap.vector, " error=",
                      serial::hex{f.trap.error_code}, " rip=", serial::hex{f.trap.rip}, " cr2=",
                      serial::hex{f.trap.fault_address});
         fail("unexpected guest trap");
     }
-    if (e.handler(e.context, f.trap) != asreloc::trap_disposition::resume_guest) fail("a slow handler did not resume");
+    if (router.dispatch(f.trap) != asreloc::trap_outcome::resume_guest) fail("a slow handler reflected a trap");
     // The stub may have moved meanwhile: the CPU's copies of its registers follow.
     if (state.placement != entered_at) load_stub_registers();
     resume(f);

@@ -37,9 +37,10 @@ struct monitor_state {
 };
 
 // Builds both spaces: the monitor space with the kernel image and the direct
-// map, the guest space with the guest's code and stack. Nothing of the kernel
-// is mapped in the guest space; the stub is mapped by whoever places it.
-monitor_state& create_monitor(const physical_layout& layout) noexcept;
+// map, the guest space with the guest's code [code_begin, code_end) and a
+// stack. Nothing of the kernel is mapped in the guest space; the stub is
+// mapped by whoever places it.
+monitor_state& create_monitor(const physical_layout& layout, const char* code_begin, const char* code_end) noexcept;
 monitor_state& monitor() noexcept;
 
 asreloc::phys_addr zeroed_frame() noexcept;
@@ -72,7 +73,9 @@ void load_stub_registers() noexcept;
 // The slow path: stub.S calls monitor_entry with the frame on the stub's
 // stack; the monitor works on the frame through the kernel image (so it stays
 // valid while the stub moves), runs the route's handler and returns to the
-// guest through the stub's exit at the placement the stub has then.
+// guest through the stub's exit at the placement the stub has then. The
+// stub's router counts both paths.
 std::uint64_t slow_traps() noexcept;
+std::uint64_t fast_traps() noexcept;
 
 }  // namespace bare_metal

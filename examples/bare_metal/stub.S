@@ -17,12 +17,8 @@
 #define DATA_GUEST_CR3     8
 #define DATA_MONITOR_ENTRY 16
 #define DATA_MONITOR_STACK 24
-#define DATA_FAST_TRAPS    32
-#define DATA_ROUTES        64          // asreloc::trap_router, its route table first
-#define ROUTE_HANDLER      0           // trap_route_entry: handler, context, route, hits
-#define ROUTE_CONTEXT      8
-#define ROUTE_KIND         16
-#define ROUTE_HITS         24
+#define DATA_ROUTER        64          // asreloc::trap_router, its route table first
+#define ROUTE_KIND         16          // in a trap_route_entry (32 bytes per vector)
 #define ROUTE_FAST         1
 // Frame offsets from %rsp once the registers are pushed (guest_frame).
 #define F_RAX              (14*8)
@@ -33,10 +29,9 @@
 // Everything at a fixed distance from the code: rip-relative from the copy.
 #define DATA(x)            (stub_code_start - STUB_CODE + STUB_DATA + (x))(%rip)
 
-    .section .stub_text, "ax"
-    .globl stub_code_start, stub_code_end, stub_entries, stub_exit, stub_fast_service
-    .align 16
-stub_code_start:
+    // First in the stub's code (linker.ld): stub_code_start is here.
+    .section .stub_text.entry, "ax"
+    .globl stub_entries, stub_exit
 // 16-byte entries, one per vector 0..47, then int 0x80 (entry 48) and the
 // hypercall int 0x81 (entry 49). Each pushes a zero error code where the CPU
 // pushes none, a slot for CR2, and the vector: asreloc::trap_frame's order.
@@ -85,20 +80,22 @@ stub_common:
     jne 1f
     movq %cr2, %rax
     movq %rax, F_CR2(%rsp)
-1:  // The route of this vector: count the hit, run a fast route's handler here.
+1:  // A vector the route table marks fast is dispatched here, by the
+    // router's own code (stub_dispatch.cpp, in this code page); the others
+    // go to the monitor, whose copy of the router dispatches them.
     movq F_VECTOR(%rsp), %rax
     shlq $5, %rax
-    leaq DATA(DATA_ROUTES), %rbx
-    addq %rax, %rbx
-    incq ROUTE_HITS(%rbx)
-    cmpb $ROUTE_FAST, ROUTE_KIND(%rbx)
+    leaq DATA(DATA_ROUTER), %rbx
+    cmpb $ROUTE_FAST, ROUTE_KIND(%rbx,%rax)
     jne slow_path
-    movq ROUTE_CONTEXT(%rbx), %rdi
+    movq %rbx, %rdi                    // the router
     leaq F_VECTOR(%rsp), %rsi          // the asreloc::trap_frame
-    callq *ROUTE_HANDLER(%rbx)
-    testb %al, %al                     // trap_disposition::resume_guest
-    jnz slow_path                      // forwarded (or reflect): the monitor decides
-    incq DATA(DATA_FAST_TRAPS)
+    movq %rsp, %rbp
+    andq $-16, %rsp
+    callq stub_route_fast
+    movq %rbp, %rsp
+    testb %al, %al                     // trap_outcome::resume_guest
+    jnz slow_path                      // reflect: the monitor decides
     jmp stub_restore
 
 slow_path:
@@ -136,14 +133,6 @@ stub_restore:
     addq $24, %rsp                    // vector, CR2, error code
     iretq
 
-// The fast route of int 0x80, a trap_handler_fn (rdi = context, rsi = the
-// trap_frame; the guest's rax sits just below it): the guest's "service"
-// answers rax + 1 without leaving the guest space.
-stub_fast_service:
-    incq -8(%rsi)
-    xorl %eax, %eax                   // trap_disposition::resume_guest
-    ret
-stub_code_end:
 
 // In the kernel image (monitor space only): jump to the stub exit at its
 // current placement with the frame there.

@@ -29,14 +29,14 @@ struct stub_data {
     std::uint64_t guest_cr3;
     std::uint64_t monitor_entry;  // void (*)(guest_frame*), in the kernel image (monitor space only)
     std::uint64_t monitor_stack;  // top of the monitor's stack for slow-path traps from CPL 3
-    std::uint64_t fast_traps;     // traps a fast handler answered inside the stub
     // Which vectors the stub answers itself: stub.S reads the route table
-    // (vector n at byte 32 n, trap_routing.hpp) and calls a fast route's
-    // handler in place; every other vector takes the slow path.
+    // (vector n at byte 32 n, trap_routing.hpp) and runs the router's
+    // dispatch in place for a fast route; every other vector takes the slow
+    // path, where the monitor dispatches through the same router.
     alignas(64) asreloc::trap_router router;
 };
 static_assert(std::is_standard_layout_v<stub_data>);
-static_assert(offsetof(stub_data, fast_traps) == 32 && offsetof(stub_data, router) == 64);
+static_assert(offsetof(stub_data, monitor_stack) == 24 && offsetof(stub_data, router) == 64);
 
 inline constexpr asreloc::x86_64::stub_layout stub_shape{.entry_code_pages = 1, .data_pages = 5};
 
@@ -93,7 +93,11 @@ constexpr bool stub_has_entry(unsigned vector) noexcept {
 }  // namespace bare_metal
 
 extern "C" {
-extern const char stub_code_start[], stub_code_end[], stub_entries[], stub_exit[], stub_fast_service[];
-extern const char guest_code_start[], guest_code_end[];
+extern const char stub_code_start[], stub_code_end[], stub_entries[], stub_exit[];
+// stub_dispatch.cpp, in the stub's code.
+std::uint8_t stub_route_fast(asreloc::trap_router* router, asreloc::trap_frame* frame) noexcept;
+asreloc::trap_disposition stub_fast_service(void*, asreloc::trap_frame& frame) noexcept;
+extern const char guest_code_start[], guest_code_end[];          // guest.S (stub_paths)
+extern const char demo_guest_start[], demo_guest_end[];          // demo_guest.S (the manager demo)
 [[noreturn]] void stub_resume(bare_metal::guest_frame* frame, std::uint64_t stub_exit_address);
 }

@@ -64,7 +64,7 @@ asreloc::trap_router_fixup_context router_fixup_context{};
 
 [[noreturn]] void report_guest_done(const guest_frame& f) noexcept {
     stop_timer();
-    const auto fast = stub().data.fast_traps;
+    const auto fast = fast_traps();
     serial::line("demo-paths: fast_traps=", fast, " slow_traps=", slow_traps(), " ticks=", paths.ticks,
                  " demand_maps=", paths.demand_maps, " conflicts=", paths.conflicts, " hand_relocations=",
                  paths.relocations, " shadow_accesses=", paths.shadow_accesses, " guest_errors=", f.rsi,
@@ -232,7 +232,7 @@ asreloc::trap_disposition slow_trap(void*, asreloc::trap_frame& t) noexcept {
 
 void run_kernel_test(const physical_layout& layout, std::uint64_t seed) noexcept {
     serial::line("demo: seed=", seed);
-    auto& m = create_monitor(layout);
+    auto& m = create_monitor(layout, guest_code_start, guest_code_end);
 
     // Without the manager the placement is fixed inside the guest's window,
     // where the guest will run into it.
