@@ -14,6 +14,7 @@
 #include "asreloc/hosted/hash_shadow_store.hpp"
 #include "asreloc/policy/pool_shadow_store.hpp"
 #include "support/bench_context.hpp"
+#include "support/manager_world.hpp"
 
 namespace asreloc::bench {
 namespace {
@@ -81,9 +82,29 @@ void hash_store(benchmark::State& st) {
     st.counters["pages"] = static_cast<double>(store->size());
 }
 
+// The manager keeps everything in fixed arrays sized by its limits, so its
+// bookkeeping is sizeof: in total per stub page of capacity, and at the margin
+// (what one more stub page of capacity costs: its stub_page entry plus one
+// undo-log entry per guest space).
+template <std::size_t Spaces>
+void manager_bytes(benchmark::State& st) {
+    constexpr manager_limits base{.guest_spaces = Spaces, .stub_pages = 32, .fixups = 32, .pins = 16};
+    constexpr manager_limits more{.guest_spaces = Spaces, .stub_pages = 33, .fixups = 32, .pins = 16};
+    const auto total = static_cast<double>(sizeof(bench_manager<base>));
+    const auto marginal = static_cast<double>(sizeof(bench_manager<more>) - sizeof(bench_manager<base>));
+    for (auto _ : st) benchmark::DoNotOptimize(total);
+    st.counters["guest_spaces"] = static_cast<double>(Spaces);
+    st.counters["sizeof_manager_B"] = total;
+    st.counters["B_per_stub_page_total"] = total / static_cast<double>(base.stub_pages);
+    st.counters["B_per_stub_page_marginal"] = marginal;
+    st.counters["goal_64B_holds"] = marginal <= 64 ? 1 : 0;
+}
+
 }  // namespace
 
 void register_memory(bench_context&) {
+    benchmark::RegisterBenchmark("memory/stub-page/manager_1_guest_space", manager_bytes<1>)->Iterations(1);
+    benchmark::RegisterBenchmark("memory/stub-page/manager_8_guest_spaces", manager_bytes<8>)->Iterations(1);
     benchmark::RegisterBenchmark("memory/shadow-page/pool_shadow_store", pool_store)->Iterations(1);
     benchmark::RegisterBenchmark("memory/shadow-page/hash_shadow_store", hash_store)->Iterations(1);
 }

@@ -181,6 +181,8 @@ private:
         print_pairs("Relocation, free path (goal: within 3x of the bare stores)", "relocate-free", "bare_stores", 3.0);
         print_pairs("Relocation, victim path (goal: within 1.5x of memcpy + free path)", "relocate-victim",
                     "memcpy_plus_free", 1.5);
+        print_pairs("Relocation, victim path against its floor (no goal: memcpy + the bare stores)", "relocate-victim",
+                    "memcpy_plus_bare_stores", 0);
         print_pairs("Hotness sampling (no goal set: asreloc / plain loop)", "hotness", "plain_loop", 0);
         print_counters("Memory (computed from sizeof/capacity and measured heap use)", "memory");
         if (!errors_.empty()) {
