@@ -53,6 +53,13 @@ struct guest_layout {
     }
 };
 
+// The next `s` boundary above va; the top of the space saturates (a region in
+// the last page-size block of the 64-bit space has nothing above it).
+inline std::uint64_t next_boundary(std::uint64_t va, page_size s) {
+    const std::uint64_t next = (va | (bytes(s) - 1)) + 1;
+    return next == 0 ? ~std::uint64_t{0} : next;
+}
+
 // Maps every region with the largest pages its alignment allows (1 GiB, 2 MiB,
 // then 4 KiB), as a kernel's direct map or transparent huge pages would. Leaf
 // frames are made-up addresses with the same alignment: finders, walks and
@@ -76,10 +83,10 @@ inline std::optional<std::string> build_tables(guest_layout& g, host_frames& fra
             // One map call per run of equal-sized pages.
             std::uint64_t run_end = va + bytes(s);
             if (s == page_size::size_4k) {
-                const std::uint64_t next_2m = (va | (bytes(page_size::size_2m) - 1)) + 1;
+                const std::uint64_t next_2m = next_boundary(va, page_size::size_2m);
                 run_end = std::min(r.end, next_2m);
             } else if (s == page_size::size_2m) {
-                const std::uint64_t next_1g = (va | (bytes(page_size::size_1g) - 1)) + 1;
+                const std::uint64_t next_1g = next_boundary(va, page_size::size_1g);
                 run_end = std::min(align_down(r.end, bytes(s)), next_1g);
             } else {
                 run_end = align_down(r.end, bytes(s));
