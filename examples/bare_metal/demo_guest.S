@@ -17,7 +17,8 @@
 #define TAG 0x1234567
 #define TICKS_FIRST 8              // phase 2 waits this long
 #define HOP_WAIT_TICKS 4000        // phase 6 gives up when the stub never hops
-#define HOP_SETTLE_TICKS 40        // and runs on this long after the first hop
+#define HOP_SETTLE_TICKS 64        // and runs on this long after the first hop (the
+                                   // monitor settles after two cold 16-tick periods)
 
 .macro HYPERCALL n
     movl $\n, %edi
@@ -131,7 +132,7 @@ demo_guest_start:
     IN_WINDOW %rbp, 90f
     HYPERCALL 1
     movq %rax, %r8                   // ticks at the start
-    xorl %r9d, %r9d                  // ticks at the first hop seen (0: none yet)
+    xorl %r9d, %r9d                  // the tick to stop at, once a hop was seen (0: none yet)
 11: movq %rbp, %rbx
     leaq (%rbp,%r15), %r10
 12: movq (%rbx), %rax
@@ -145,12 +146,10 @@ demo_guest_start:
     cmpq %rax, %rbp
     je 14f
     HYPERCALL 1
-    movq %rax, %r9
-    incq %r9                         // never 0
+    leaq HOP_SETTLE_TICKS(%rax), %r9 // keep working until this tick
     jmp 11b
 13: HYPERCALL 1
-    subq %r9, %rax
-    cmpq $HOP_SETTLE_TICKS, %rax
+    cmpq %r9, %rax
     jb 11b
     jmp 15f
 14: HYPERCALL 1

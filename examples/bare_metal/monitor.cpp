@@ -171,7 +171,7 @@ void load_stub_registers() noexcept {
     load_descriptor_tables(gdtr.base, idtr.base);
 }
 
-void enter_guest(std::uint64_t rdi, std::uint64_t rsi) noexcept {
+void enter_guest(std::uint64_t rdi, std::uint64_t rsi, std::uint64_t rdx) noexcept {
     auto* f = reinterpret_cast<guest_frame*>(the_stub.stack + sizeof(the_stub.stack) - sizeof(guest_frame));
     *f = guest_frame{};
     f->trap.rip = guest_code_va;
@@ -181,6 +181,7 @@ void enter_guest(std::uint64_t rdi, std::uint64_t rsi) noexcept {
     f->trap.ss = user_data;
     f->rdi = rdi;
     f->rsi = rsi;
+    f->rdx = rdx;
     resume(*f);
 }
 

@@ -67,8 +67,8 @@ void map_stub(space_type& s, asreloc::virt_addr at) noexcept;
 void load_stub_registers() noexcept;
 
 // Enters the guest at CPL 3 through the stub's exit (as every later return
-// does), with rdi/rsi as given and interrupts on.
-[[noreturn]] void enter_guest(std::uint64_t rdi, std::uint64_t rsi) noexcept;
+// does), with rdi/rsi/rdx as given and interrupts on.
+[[noreturn]] void enter_guest(std::uint64_t rdi, std::uint64_t rsi, std::uint64_t rdx = 0) noexcept;
 
 // The slow path: stub.S calls monitor_entry with the frame on the stub's
 // stack; the monitor works on the frame through the kernel image (so it stays

@@ -6,7 +6,7 @@
 # usage: run_qemu.sh [--qemu PATH] [--timeout SECONDS] [--pass-code N] [--skip-code N]
 #                    --boot KERNEL PATTERN... [--boot KERNEL PATTERN...]
 # Each PATTERN is an extended regular expression that some whole line of that
-# boot's serial log (CR stripped) must match. A boot whose kernel reports
+# boot's serial log (CR stripped, shown as it arrives) must match. A boot whose kernel reports
 # "skip" (isa-debug-exit code 0x12 -> 37, e.g. no LA57 on this CPU) is noted
 # and does not fail the run; when every boot skipped the script exits 77,
 # which ctest reports as skipped.
@@ -40,9 +40,8 @@ for i in $(seq 0 $current); do
     echo "=== booting $kernel"
     timeout "$timeout_s" "$qemu" -accel tcg -cpu max -m 128M -no-reboot -nodefaults -display none \
         -serial stdio -monitor none -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
-        -kernel "$kernel" ${ASRELOC_SEED:+-append "seed=$ASRELOC_SEED"} </dev/null | tr -d '\r' >"$log"
+        -kernel "$kernel" ${ASRELOC_SEED:+-append "seed=$ASRELOC_SEED"} </dev/null | sed -u 's/\r$//' | tee "$log"
     status=${PIPESTATUS[0]}
-    cat "$log"
     if [ "$status" = "$skip_code" ]; then
         echo "=== $kernel: skipped (exit $status)"
         rm -f "$log"
