@@ -112,7 +112,7 @@ alignas(4096) asreloc::page_slot shadow_slots[shadow_pages];
 asreloc::shadow_entry shadow_index[shadow_pages];
 
 struct demo_state {
-    asreloc::pcg32 rng;
+    asreloc::pcg32 rng{0};  // seeded from the boot seed in run_kernel_test
     victims_type victims{rng};
     finder_type finder{};
     asreloc::pool_shadow_store store{shadow_slots, shadow_index};
