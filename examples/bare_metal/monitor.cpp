@@ -38,11 +38,13 @@ std::uint64_t stub_address_of(const void* p, virt_addr placement) noexcept {
                                                           reinterpret_cast<const std::uint8_t*>(&the_stub));
 }
 
-template <class T>
-T* through_kernel_image(T* at_placement, virt_addr placement) noexcept {
+// The monitor's view (through the kernel image) of a frame on the stub's
+// stack, or null when the frame is elsewhere: a trap taken in the monitor
+// itself stays on the monitor's stack.
+guest_frame* through_kernel_image(guest_frame* at_placement, virt_addr placement) noexcept {
     const auto offset = reinterpret_cast<std::uint64_t>(at_placement) - placement.value();
-    if (offset >= stub_bytes) fail("a trap frame outside the stub");
-    return reinterpret_cast<T*>(reinterpret_cast<std::uint8_t*>(&the_stub) + offset);
+    if (offset >= stub_bytes) return nullptr;
+    return reinterpret_cast<guest_frame*>(reinterpret_cast<std::uint8_t*>(&the_stub) + offset);
 }
 
 [[noreturn]] void resume(guest_frame& f) noexcept {
@@ -189,12 +191,14 @@ namespace {
 
 extern "C" [[noreturn]] void monitor_entry(guest_frame* at_placement) noexcept {
     const virt_addr entered_at = state.placement;
-    guest_frame& f = *through_kernel_image(at_placement, entered_at);
-    if (!f.from_user()) {
-        serial::line("monitor: fault in the monitor: vector=", f.trap.vector, " error=", serial::hex{f.trap.error_code},
-                     " rip=", serial::hex{f.trap.rip}, " cr2=", serial::hex{f.trap.fault_address});
+    guest_frame* const seen = through_kernel_image(at_placement, entered_at);
+    if (seen == nullptr || !seen->from_user()) {
+        const guest_frame& m = seen != nullptr ? *seen : *at_placement;
+        serial::line("monitor: fault in the monitor: vector=", m.trap.vector, " error=", serial::hex{m.trap.error_code},
+                     " rip=", serial::hex{m.trap.rip}, " cr2=", serial::hex{m.trap.fault_address});
         fail("fault in the monitor");
     }
+    guest_frame& f = *seen;
     auto& router = the_stub.data.router;
     const auto& e = router.table()[static_cast<std::uint8_t>(f.trap.vector)];
     if (e.route != asreloc::trap_route::slow) {
