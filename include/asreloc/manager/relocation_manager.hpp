@@ -561,11 +561,49 @@ private:
         return {};
     }
 
+    // The ranges an operation changed, merged where they touch (a displaced
+    // range comes leaf by leaf): one invalidation per distinct range at the
+    // end, all of them past the capacity.
+    class invalidation_set {
+    public:
+        constexpr void add(virt_range r) noexcept {
+            if (all_) return;
+            for (std::size_t i = 0; i < count_; ++i) {
+                if (touches(ranges_[i], r)) {
+                    ranges_[i] = hull(ranges_[i], r);
+                    return;
+                }
+            }
+            if (count_ == ranges_.size()) all_ = true;
+            else ranges_[count_++] = r;
+        }
+        template <class T>
+        void apply(T& t) noexcept {
+            if (all_) t.invalidate_all();
+            else
+                for (std::size_t i = 0; i < count_; ++i) flush::of(ranges_[i]).apply(t);
+            clear();
+        }
+        constexpr void clear() noexcept {
+            count_ = 0;
+            all_ = false;
+        }
+
+    private:
+        static constexpr bool touches(const virt_range& a, const virt_range& b) noexcept {
+            return a.overlaps(b) || a.end() == b.start() || b.end() == a.start();
+        }
+        static constexpr virt_range hull(const virt_range& a, const virt_range& b) noexcept {
+            return virt_range::from_bounds(a.start() < b.start() ? a.start() : b.start(),
+                                           a.last() < b.last() ? b.last() : a.last());
+        }
+        std::array<virt_range, 8> ranges_{};
+        std::size_t count_ = 0;
+        bool all_ = false;
+    };
+
     void collect(const flush& f) noexcept {
-        if (f.empty()) return;
-        for (unsigned i = 0; i < pending_.size(); ++i)
-            if (pending_[i].contains(f.range())) return;
-        pending_.add(f);
+        if (!f.empty()) pending_.add(f.range());
     }
     void finish_flushes() noexcept { pending_.apply(*tlb_); }
 
@@ -1042,7 +1080,7 @@ private:
     std::size_t applied_fixups_ = 0;
     virt_addr fixup_from_{};
     virt_addr fixup_to_{};
-    flush_batch<8> pending_{};
+    invalidation_set pending_{};
 
     statistics stats_{};
     hop_state hop_state_ = hop_state::hopping;

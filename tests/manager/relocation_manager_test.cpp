@@ -1,0 +1,351 @@
+// The relocation manager's interface, case by case: bad input gets its precise
+// error and changes nothing; guest mapping events; the emulator's access to
+// displaced content; pins; precise invalidation; trace and statistics.
+#include <catch2/catch.hpp>
+
+#include <set>
+
+#include "world.hpp"
+
+using namespace asreloc;
+using namespace asreloc::test;
+
+namespace {
+
+world_options window_of(std::uint64_t pages, std::uint64_t seed = 7) {
+    world_options o;
+    o.config.window = virt_range::of(virt_addr{window_base}, pages * page_bytes);
+    o.rng_seed = seed;
+    return o;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("place refuses a bad stub and a second placement, and changes nothing", "[manager]", x86_backend,
+                   reference_backend) {
+    world<TestType> w;
+    auto& m = w.manager();
+    (void)w.add_guest();
+    const auto pages = w.stub_pages();
+    const auto before = w.take();
+    CHECK(failed_with(m.place(stub_description{{}, stub_built_for}), error::empty_range));
+    std::array<stub_page, 1> odd{stub_page{pages[0].frame + 8, read_write}};
+    CHECK(failed_with(m.place(stub_description{odd, stub_built_for}), error::misaligned));
+    std::vector<stub_page> many(world<TestType>::manager_t::limits.stub_pages + 1, pages[0]);
+    CHECK(failed_with(m.place(stub_description{many, stub_built_for}), error::capacity_exceeded));
+    CHECK(w.take() == before);
+    CHECK_FALSE(m.is_placed());
+    CHECK(failed_with(m.placement(), error::not_placed));
+    REQUIRE(w.place().has_value());
+    const auto placed = w.take();
+    CHECK(failed_with(w.place(), error::overlaps));
+    CHECK(w.take() == placed);
+}
+
+TEMPLATE_TEST_CASE("every call naming an unknown guest space answers unknown_address_space", "[manager]", x86_backend,
+                   reference_backend) {
+    world<TestType> w;
+    auto& m = w.manager();
+    const space_id g = w.add_guest();
+    REQUIRE(w.place().has_value());
+    const space_id bad = g + 5;
+    std::byte b{};
+    CHECK(failed_with(m.classify(bad, virt_addr{window_base}), error::unknown_address_space));
+    CHECK(failed_with(m.classify_mapping(bad, virt_range::of(virt_addr{window_base}, page_bytes)),
+                      error::unknown_address_space));
+    CHECK(failed_with(m.handle_fault(bad, virt_addr{window_base}, access_kind::read), error::unknown_address_space));
+    CHECK(failed_with(m.guest_map(bad, virt_range::of(virt_addr{window_base}, page_bytes), w.guest_frame(),
+                                  user_read_write, page_size::size_4k),
+                      error::unknown_address_space));
+    CHECK(failed_with(m.guest_unmap(bad, virt_range::of(virt_addr{window_base}, page_bytes)),
+                      error::unknown_address_space));
+    CHECK(failed_with(m.access_displaced(bad, virt_addr{window_base}, std::span{&b, 1}, access_kind::read),
+                      error::unknown_address_space));
+    CHECK(failed_with(m.resolve_conflict(bad, *m.placement()), error::unknown_address_space));
+    CHECK(failed_with(m.remove_guest_space(bad), error::unknown_address_space));
+}
+
+TEMPLATE_TEST_CASE("a guest space cannot be registered twice or past the capacity", "[manager]", x86_backend,
+                   reference_backend) {
+    world<TestType> w;
+    const space_id g = w.add_guest();
+    CHECK(failed_with(w.manager().add_guest_space(w.guest(g)), error::overlaps));
+    for (std::size_t i = 1; i < world<TestType>::manager_t::limits.guest_spaces; ++i) (void)w.add_guest();
+    auto extra = TestType::make(w.allocator(), w.memory());
+    CHECK(failed_with(w.manager().add_guest_space(*extra), error::capacity_exceeded));
+}
+
+TEMPLATE_TEST_CASE("a guest mapping never replaces a guest page, mapped or displaced", "[manager]", x86_backend,
+                   reference_backend) {
+    world<TestType> w(window_of(8));
+    auto& m = w.manager();
+    const space_id g = w.add_guest();
+    w.guest_map(g, window_base, 8, 0x40);  // the whole window: the stub displaces
+    REQUIRE(w.place().has_value());
+    const virt_range p = *m.placement();
+    const phys_addr f = w.guest_frame();
+    const auto before = w.take();
+    CHECK(failed_with(m.guest_map(g, virt_range::of(p.start(), page_bytes), f, user_read_write, page_size::size_4k),
+                      error::overlaps));  // displaced
+    const virt_addr outside = p.start().value() == window_base ? p.end() : virt_addr{window_base};
+    CHECK(failed_with(m.guest_map(g, virt_range::of(outside, page_bytes), f, user_read_write, page_size::size_4k),
+                      error::overlaps));  // mapped
+    CHECK(failed_with(m.guest_map(g, virt_range::of(outside + 8, page_bytes), f, user_read_write, page_size::size_4k),
+                      error::misaligned));
+    CHECK(failed_with(m.guest_map(g, virt_range::of(virt_addr{0x0000'8000'0000'0000}, page_bytes), f,
+                                  user_read_write, page_size::size_4k),
+                      error::non_canonical));
+    CHECK(w.take() == before);
+}
+
+TEMPLATE_TEST_CASE("a guest unmap writes displaced content back to its frame and drops it from the shadow store",
+                   "[manager]", x86_backend, reference_backend) {
+    world<TestType> w(window_of(8));
+    auto& m = w.manager();
+    const space_id g = w.add_guest();
+    w.guest_map(g, window_base, 8, 0x40);
+    REQUIRE(w.place().has_value());
+    const virt_range p = *m.placement();
+    const virt_addr va = p.start() + page_bytes;
+    const phys_addr frame = w.pool_store().original(shadow_key{g, va})->phys;
+    std::array<std::byte, 4> data{std::byte{1}, std::byte{2}, std::byte{3}, std::byte{4}};
+    REQUIRE(m.access_displaced(g, va + 10, data, access_kind::write).has_value());
+    CHECK(*w.memory().to_virt(frame + 10) != std::byte{1});  // only the shadow copy has it so far
+
+    // A range with a hole (a stub page without guest content after this
+    // unmap) is refused whole; then the page alone goes.
+    REQUIRE(m.guest_unmap(g, virt_range::of(va, page_bytes)).has_value());
+    CHECK(std::memcmp(w.memory().to_virt(frame + 10), data.data(), 4) == 0);
+    CHECK_FALSE(m.is_displaced(g, va));
+    CHECK(w.pool_store().size() == 3);
+    CHECK(*m.classify(g, va) == fault_class::conflict);
+    const auto before = w.take();
+    CHECK(failed_with(m.guest_unmap(g, virt_range::of(p.start(), 2 * page_bytes)), error::not_mapped));
+    CHECK(failed_with(m.guest_unmap(g, virt_range::of(p.start() + 4, page_bytes)), error::misaligned));
+    CHECK(w.take() == before);
+    CHECK(*m.placement() == p);  // unmapping never moves the stub
+}
+
+TEMPLATE_TEST_CASE("the emulator's access is checked whole before any byte moves", "[manager]", x86_backend,
+                   reference_backend) {
+    world<TestType> w(window_of(8));
+    auto& m = w.manager();
+    const space_id g = w.add_guest();
+    // Pages 0-5 writable, 6-7 read-only; the stub displaces four of them.
+    w.guest_map(g, window_base, 6, 0x40);
+    w.guest_map(g, window_base + 6 * page_bytes, 2, 0x46, attributes{.user = true});
+    REQUIRE(w.place().has_value());
+    const virt_range p = *m.placement();
+    const auto before = w.take();
+    std::array<std::byte, 16> data{};
+    data.fill(std::byte{0x77});
+    // A write across the whole window reaches a read-only page somewhere.
+    std::vector<std::byte> wide(8 * page_bytes - 16, std::byte{0x77});
+    CHECK(failed_with(m.access_displaced(g, virt_addr{window_base + 8}, wide, access_kind::write),
+                      error::write_protected));
+    // Past the window nothing is mapped.
+    CHECK(failed_with(m.access_displaced(g, virt_addr{window_base + 8 * page_bytes - 8}, data, access_kind::read),
+                      error::not_mapped));
+    CHECK(failed_with(m.access_displaced(g, virt_addr{~std::uint64_t{0} - 4}, data, access_kind::read),
+                      error::out_of_bounds));
+    CHECK(w.take() == before);
+    // After the guest gives up a displaced page, the stub page has nothing of
+    // the guest's beneath it: not_mapped (the guest would fault natively).
+    REQUIRE(m.guest_unmap(g, virt_range::of(p.start(), page_bytes)).has_value());
+    CHECK(failed_with(m.access_displaced(g, p.start() + 100, data, access_kind::read), error::not_mapped));
+    CHECK(m.access_displaced(g, p.start() + page_bytes, std::span<std::byte>{}, access_kind::read).has_value());
+}
+
+TEMPLATE_TEST_CASE("victims never cover a pinned range", "[manager]", x86_backend, reference_backend) {
+    for (std::uint64_t seed = 1; seed <= 6; ++seed) {
+        CAPTURE(seed);
+        world<TestType> w(window_of(16, seed));
+        auto& m = w.manager();
+        const space_id g = w.add_guest();
+        w.guest_map(g, window_base, 16, 0x40);
+        // Pin everything but pages 4-7 (the guest's page tables, MMIO, ...).
+        REQUIRE(m.pin(virt_range::of(virt_addr{window_base}, 4 * page_bytes)).has_value());
+        REQUIRE(m.pin(virt_range::of(virt_addr{window_base + 8 * page_bytes}, 8 * page_bytes)).has_value());
+        REQUIRE(w.place().has_value());
+        CHECK(*m.placement() == virt_range::of(virt_addr{window_base + 4 * page_bytes}, stub_bytes));
+        // With the placement itself excluded, no candidate is left.
+        const auto before = w.take();
+        CHECK(failed_with(m.resolve_conflict(g, virt_range::of(m.placement()->start(), page_bytes)), error::no_victim));
+        CHECK(w.take() == before);
+        CHECK(m.stats().rollbacks == 1);
+        REQUIRE(m.unpin(virt_range::of(virt_addr{window_base}, 4 * page_bytes)).has_value());
+        CHECK(failed_with(m.unpin(virt_range::of(virt_addr{window_base}, 4 * page_bytes)), error::not_mapped));
+        REQUIRE(m.resolve_conflict(g, virt_range::of(m.placement()->start(), page_bytes)).has_value());
+        CHECK(*m.placement() == virt_range::of(virt_addr{window_base}, stub_bytes));
+    }
+}
+
+TEMPLATE_TEST_CASE("a victim is never taken over the monitor's own mappings", "[manager]", x86_backend,
+                   reference_backend) {
+    world<TestType> w(window_of(32));
+    auto& m = w.manager();
+    const space_id g = w.add_guest();
+    w.guest_map(g, window_base, 32, 0x40);
+    // The monitor maps the top quarter of the window itself.
+    const std::uint64_t monitor_start = window_base + 24 * page_bytes;
+    REQUIRE(w.monitor()
+                .map(virt_range::of(virt_addr{monitor_start}, 8 * page_bytes), w.guest_frame(), read_write,
+                     page_size::size_4k)
+                .has_value());
+    for (int i = 0; i < 20; ++i) {
+        if (!m.is_placed()) REQUIRE(w.place().has_value());
+        else REQUIRE(m.resolve_conflict(g, virt_range::of(m.placement()->start(), page_bytes)).has_value());
+        CHECK(m.placement()->last().value() < monitor_start);
+    }
+    CHECK(failed_with(m.relocate_to(virt_range::of(virt_addr{monitor_start}, stub_bytes)), error::overlaps));
+}
+
+TEMPLATE_TEST_CASE("a relocation invalidates the old placement and the displaced range, nothing more", "[manager]",
+                   x86_backend, reference_backend) {
+    world<TestType> w(window_of(16));
+    auto& m = w.manager();
+    const space_id g = w.add_guest();
+    w.guest_map(g, window_base, 16, 0x40);
+    REQUIRE(w.place().has_value());
+    const virt_range old = *m.placement();
+    w.tlb().ranges.clear();
+    const virt_range to{virt_range::of(old.start().value() == window_base ? old.end() : virt_addr{window_base},
+                                       stub_bytes)};
+    REQUIRE(m.relocate_to(to).has_value());
+    CHECK(w.tlb().all == 0);
+    CHECK(w.tlb().covers(old));
+    CHECK(w.tlb().covers(to));
+    for (const virt_range& r : w.tlb().ranges) CHECK((old.contains(r) || to.contains(r)));
+}
+
+TEMPLATE_TEST_CASE("a relocation the shadow store cannot hold answers shadow_store_full and changes nothing",
+                   "[manager]", x86_backend, reference_backend) {
+    world_options o = window_of(16);
+    o.shadow_pages = 6;  // one displaced stub (4) fits, the next relocation needs 8 at once
+    world<TestType> w(o);
+    auto& m = w.manager();
+    const space_id g = w.add_guest();
+    w.guest_map(g, window_base, 16, 0x40);
+    REQUIRE(w.place().has_value());
+    const auto before = w.take();
+    CHECK(failed_with(m.resolve_conflict(g, virt_range::of(m.placement()->start(), page_bytes)),
+                      error::shadow_store_full));
+    CHECK(w.take() == before);
+}
+
+TEMPLATE_TEST_CASE("faults outside the placement are reflected, and a conflict elsewhere does nothing", "[manager]",
+                   x86_backend, reference_backend) {
+    world<TestType> w;
+    auto& m = w.manager();
+    const space_id g = w.add_guest();
+    REQUIRE(w.place().has_value());
+    const virt_range p = *m.placement();
+    CHECK(*m.handle_fault(g, p.start() - 1, access_kind::read) == fault_action::reflect);
+    CHECK(*m.handle_fault(g, p.end(), access_kind::execute) == fault_action::reflect);
+    CHECK(m.stats().reflected == 2);
+    auto r = m.resolve_conflict(g, virt_range::of(p.end(), page_bytes));
+    REQUIRE(r.has_value());
+    CHECK(r->from == r->to);
+    CHECK(*m.placement() == p);
+    CHECK(m.stats().conflicts == 0);
+}
+
+TEMPLATE_TEST_CASE("relocate_to checks the target before anything moves", "[manager]", x86_backend,
+                   reference_backend) {
+    world<TestType> w;
+    auto& m = w.manager();
+    (void)w.add_guest();
+    CHECK(failed_with(m.relocate_to(virt_range::of(virt_addr{window_base}, stub_bytes)), error::not_placed));
+    REQUIRE(w.place().has_value());
+    const virt_range p = *m.placement();
+    const auto before = w.take();
+    CHECK(failed_with(m.relocate_to(virt_range::of(p.start() + page_bytes, stub_bytes)), error::overlaps));
+    CHECK(failed_with(m.relocate_to(virt_range::of(virt_addr{window_base}, page_bytes)), error::overlaps));
+    CHECK(failed_with(m.relocate_to(virt_range::of(virt_addr{window_base + 1}, stub_bytes)), error::misaligned));
+    CHECK(failed_with(m.relocate_to(virt_range::of(virt_addr{0x0000'8000'0000'0000}, stub_bytes)),
+                      error::non_canonical));
+    CHECK(failed_with(m.relocate_to(virt_range::of(monitor_code, stub_bytes)), error::overlaps));
+    CHECK(w.take() == before);
+}
+
+TEMPLATE_TEST_CASE("without a hop period the stub never hops", "[manager]", x86_backend, reference_backend) {
+    world<TestType> w;
+    auto& m = w.manager();
+    (void)w.add_guest();
+    REQUIRE(w.place().has_value());
+    const virt_range p = *m.placement();
+    for (int i = 0; i < 100; ++i) {
+        w.tracker().record_access(p.start(), 5);
+        CHECK(*m.tick() == tick_outcome::waiting);
+    }
+    CHECK(*m.placement() == p);
+    CHECK(m.stats().ticks == 100);
+    CHECK(m.stats().hops == 0);
+}
+
+TEMPLATE_TEST_CASE("the trace records placement, conflicts, moves and restores in order", "[manager][trace]",
+                   x86_backend, reference_backend) {
+    world<TestType> w(window_of(16));
+    auto& m = w.manager();
+    const space_id g = w.add_guest();
+    w.guest_map(g, window_base, 16, 0x40);
+    REQUIRE(w.place().has_value());
+    const virt_range first = *m.placement();
+    REQUIRE(m.handle_fault(g, first.start(), access_kind::read).has_value() == true);
+    // The page was displaced: the fault is for the emulator, no move.
+    CHECK(*m.placement() == first);
+    REQUIRE(m.guest_unmap(g, virt_range::of(first.start(), page_bytes)).has_value());
+    REQUIRE(*m.handle_fault(g, first.start(), access_kind::read) == fault_action::retry);
+    const auto& t = m.trace();
+    std::vector<trace_kind> kinds;
+    for (std::size_t i = 0; i < t.size(); ++i) kinds.push_back(t[i].kind);
+    const std::vector<trace_kind> expected{trace_kind::placed,         trace_kind::relocated_victim,
+                                           trace_kind::restored,       trace_kind::guest_unmapped,
+                                           trace_kind::restored,       trace_kind::relocated_victim,
+                                           trace_kind::conflict};
+    REQUIRE(kinds.size() == 1 + 16 + expected.size());  // space_added, the guest's 16 maps, then these
+    CHECK(kinds[0] == trace_kind::space_added);
+    CHECK(kinds[16] == trace_kind::guest_mapped);
+    CHECK(std::vector<trace_kind>(kinds.begin() + 17, kinds.end()) == expected);
+    CHECK(t[t.size() - 1].from == virt_range::of(first.start(), page_bytes));
+    CHECK(t[t.size() - 2].from == first);
+}
+
+TEST_CASE("an untraced manager carries no trace state", "[manager][trace]") {
+    using traced = world<x86_backend>::manager_t;
+    using untraced = relocation_manager<x86_backend::space, top_down_finder, random_victim<pcg32>,
+                                        failing_store<pool_shadow_store>, trap_count_tracker<64>, recording_tlb,
+                                        world_memory>;
+    STATIC_REQUIRE(sizeof(untraced) + sizeof(ring_trace<1024>) <= sizeof(traced) + alignof(traced));
+    STATIC_REQUIRE(!is_tracing<null_trace>);
+    ring_trace<2> ring;
+    ring.record({.kind = trace_kind::placed});
+    ring.record({.kind = trace_kind::hopped});
+    ring.record({.kind = trace_kind::settled});
+    CHECK(ring.total() == 3);
+    CHECK(ring.size() == 2);
+    CHECK(ring[0].kind == trace_kind::hopped);
+    CHECK(ring[1].kind == trace_kind::settled);
+}
+
+TEMPLATE_TEST_CASE("statistics take the fast and slow trap counts from an attached router", "[manager]", x86_backend,
+                   reference_backend) {
+    world<TestType> w;
+    auto& m = w.manager();
+    trap_router router{address_space_switch{[](void*) noexcept {}, [](void*) noexcept {}, nullptr}};
+    router.route_fast(3, [](void*, trap_frame&) noexcept { return trap_disposition::resume_guest; }, nullptr);
+    router.route_slow(14, [](void*, trap_frame&) noexcept { return trap_disposition::resume_guest; }, nullptr);
+    m.attach_router(&router);
+    trap_frame f{};
+    f.vector = 3;
+    (void)router.dispatch(f);
+    (void)router.dispatch(f);
+    f.vector = 14;
+    (void)router.dispatch(f);
+    f.vector = 6;
+    (void)router.dispatch(f);
+    const auto s = m.stats();
+    CHECK(s.fast_traps == 2);
+    CHECK(s.slow_traps == 1);
+    CHECK(s.reflected == 1);
+}
