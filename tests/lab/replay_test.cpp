@@ -1,0 +1,166 @@
+#include <catch2/catch.hpp>
+
+#include "lab/guest_workload.hpp"
+#include "lab/replay.hpp"
+
+using namespace asreloc;
+using namespace asreloc::lab;
+
+namespace {
+
+guest_step map_step(std::uint64_t start, std::uint64_t end) { return {step_kind::map, true, false, 0, start, end}; }
+guest_step access_step(std::uint64_t page, std::uint32_t count) {
+    return {step_kind::access, false, false, count, page, page + 0x1000};
+}
+
+// A 64-bit guest folded into a 16 KiB window (four pages, 0x0-0x3fff), a
+// one-page stub:
+//   place                -> the window is empty: the stub takes a free page
+//   map 0x1000-0x2fff    -> (bottom-up: stub at 0x0, no conflict)
+//   map 0x0-0x0fff       -> conflict: the stub moves to the only free page, 0x3000
+//   map 0x3000-0x3fff    -> conflict, no free page left: a victim among
+//                           0x0, 0x1000, 0x2000 is displaced (1 page copied)
+//   5 reads of each of 0x0, 0x1000, 0x2000
+//                        -> 10 native, 5 on the displaced page: trapped and
+//                           served from the shadow store
+//   unmap 0x0-0x3fff     -> the displaced page goes back (1 page copied)
+guest_workload tiny_guest() {
+    guest_workload w;
+    w.name = "tiny";
+    w.kind = guest_kind::events;
+    w.space_last = user_half_last_64;
+    w.steps = {{step_kind::place},
+               map_step(0x1000, 0x3000),
+               map_step(0x0, 0x1000),
+               map_step(0x3000, 0x4000),
+               access_step(0x0, 5),
+               access_step(0x1000, 5),
+               access_step(0x2000, 5),
+               {step_kind::tick},
+               {step_kind::unmap, false, false, 0, 0x0, 0x4000}};
+    return w;
+}
+
+replay_config tiny_config() {
+    replay_config c;
+    c.stub_pages = 1;
+    c.window = 0x4000;
+    c.hop_period = 0;  // no hops: the counts above are all there is
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("a tiny hand-worked trace replays with the counts worked out by hand (bottom-up)") {
+    host_memory memory(4096);
+    for (auto victims : {victim_kind::random_victim, victim_kind::coldest_victim}) {
+        for (auto tracker : {tracker_kind::trap_count, tracker_kind::accessed_bit}) {
+            for (std::uint64_t seed : {1u, 2u, 3u}) {
+                auto c = tiny_config();
+                c.seed = seed;
+                const policy_combo p{finder_kind::bottom_up, victims, tracker};
+                INFO(p.name() << " seed " << seed);
+                const auto r = replay(memory, tiny_guest(), c, p);
+                for (const auto& f : r.failure_samples) INFO(f);
+                CHECK(r.failures == 0);
+                CHECK(r.placed);
+                CHECK_FALSE(r.first_placement_victim);
+                CHECK(r.stats.placements == 1);
+                CHECK(r.stats.conflicts == 2);
+                CHECK(r.stats.free_relocations == 2);  // the placement and the first conflict
+                CHECK(r.stats.victim_relocations == 1);
+                CHECK(r.stats.pages_displaced == 1);
+                CHECK(r.stats.pages_restored == 1);
+                CHECK(r.stats.bytes_copied == 2 * 4096);
+                CHECK(r.stats.shadow_reads == 5);
+                CHECK(r.stats.shadow_writes == 0);
+                CHECK(r.stats.hops == 0);
+                CHECK(r.accesses == 15);
+                CHECK(r.native_accesses == 10);
+                CHECK(r.ticks == 1);
+                REQUIRE(r.shadow_per_tick.size() == 1);
+                CHECK(r.shadow_per_tick[0] == 5);
+            }
+        }
+    }
+    CHECK(memory.frames_in_use() == 0);  // every table and stub frame came back
+}
+
+TEST_CASE("top-down placement avoids the first two conflicts of the tiny trace") {
+    // Top-down puts the stub at 0x3000 first: the guest's first two maps miss
+    // it, the third hits it with no free page left -> one conflict, a victim.
+    host_memory memory(4096);
+    const auto r = replay(memory, tiny_guest(), tiny_config(),
+                          {finder_kind::top_down, victim_kind::random_victim, tracker_kind::trap_count});
+    CHECK(r.failures == 0);
+    CHECK(r.stats.conflicts == 1);
+    CHECK(r.stats.free_relocations == 1);
+    CHECK(r.stats.victim_relocations == 1);
+    CHECK(r.stats.shadow_reads == 5);
+    CHECK(r.native_accesses == 10);
+}
+
+TEST_CASE("a guest that wants the whole window leaves no victim and the replay reports it") {
+    host_memory memory(4096);
+    guest_workload w = tiny_guest();
+    w.steps = {{step_kind::place}, map_step(0x0, 0x4000)};
+    const auto r = replay(memory, w, tiny_config(), {});
+    CHECK(r.failures == 1);
+    REQUIRE(r.failure_samples.size() == 1);
+    CHECK(r.failure_samples[0] == "guest_map 0: no_victim");
+    CHECK(r.stats.conflicts == 0);
+}
+
+TEST_CASE("folding maps a 64-bit address into the window modulo its size") {
+    host_memory memory(4096);
+    guest_workload w = tiny_guest();
+    // 0x7f0000001000 folds to 0x1000 in a 16 KiB window: same counts as the tiny trace.
+    for (auto& s : w.steps)
+        if (s.kind != step_kind::place && s.kind != step_kind::tick) {
+            s.start += 0x7f0000000000;
+            s.end += 0x7f0000000000;
+        }
+    const auto r = replay(memory, w, tiny_config(), {});
+    CHECK(r.failures == 0);
+    CHECK(r.stats.conflicts == 2);
+    CHECK(r.stats.victim_relocations == 1);
+    CHECK(r.stats.shadow_reads == 5);
+}
+
+TEST_CASE("event traces become map, unmap and brk steps with one tick per call") {
+    auto t = parse_event_trace("# t\n0 brk 10000 0\n1 brk 12800 0\n2 map 7f0000000000 1001\n3 protect 7f0000000000 1000\n"
+                               "4 remap 7f0000000000 2000 3000 7f0000010000\n5 unmap 7f0000010000 3000\n6 brk 11000 0\n",
+                               "t.events");
+    REQUIRE(t.ok());
+    const auto w = workload_from_events(t, "t.events", false);
+    REQUIRE(w.steps.size() >= 1);
+    CHECK(w.steps[0].kind == step_kind::place);
+    std::vector<std::tuple<step_kind, std::uint64_t, std::uint64_t>> changes;
+    for (const auto& s : w.steps)
+        if (s.kind == step_kind::map || s.kind == step_kind::unmap) changes.emplace_back(s.kind, s.start, s.end);
+    const std::vector<std::tuple<step_kind, std::uint64_t, std::uint64_t>> expected{
+        {step_kind::map, 0x10000, 0x13000},                 // brk grows from the first break (page-rounded)
+        {step_kind::map, 0x7f0000000000, 0x7f0000002000},   // 0x1001 bytes -> 2 pages
+        {step_kind::unmap, 0x7f0000000000, 0x7f0000002000}, // remap: the old range goes
+        {step_kind::map, 0x7f0000010000, 0x7f0000013000},   // and the new one comes
+        {step_kind::unmap, 0x7f0000010000, 0x7f0000013000},
+        {step_kind::unmap, 0x11000, 0x13000},               // brk shrinks
+    };
+    CHECK(changes == expected);
+    CHECK(w.ticks == 6);  // every call but the protect
+    CHECK(w.ignored == 1);
+}
+
+TEST_CASE("access traces map a page at its first touch and tick once per window") {
+    auto t = parse_access_trace("# a\n0 108 3\n0 109 1\n2 108 4\n", "a.gz");
+    REQUIRE(t.ok());
+    const auto w = workload_from_accesses(t, "a.gz");
+    std::vector<step_kind> kinds;
+    for (const auto& s : w.steps) kinds.push_back(s.kind);
+    const std::vector<step_kind> expected{step_kind::place, step_kind::ensure, step_kind::access, step_kind::ensure,
+                                          step_kind::access, step_kind::tick,   step_kind::tick,   step_kind::access,
+                                          step_kind::tick};
+    CHECK(kinds == expected);
+    CHECK(w.accesses == 8);
+    CHECK(w.ticks == 3);
+}
