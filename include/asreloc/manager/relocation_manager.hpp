@@ -85,6 +85,30 @@ enum class tick_outcome : std::uint8_t {
 
 enum class hop_state : std::uint8_t { hopping, settled };
 
+// Usage (x86-64; tests/manager/world.hpp builds a complete one):
+//
+//   relocation_manager<space, top_down_finder, random_victim<pcg32>, pool_shadow_store,
+//                      trap_count_tracker<>, my_tlb, offset_phys_map> m{
+//       monitor, {}, victims, store, tracker, tlb, phys, {.window = lower_half, .hop_period = 100}};
+//   m.add_guest_space(guest);                       // one per guest process
+//   m.add_fixups(builtin_fixups.list());            // x86_64::stub_fixups over the stub's tables
+//   m.place({stub_pages, tables_built_for});
+//   // #PF from the guest:   switch (*m.handle_fault(id, cr2, kind)) { retry / emulate / reflect }
+//   // emulator:             m.access_displaced(id, va, bytes, kind)
+//   // guest PTE write:      m.guest_map(id, range, frame, attrs, size) / m.guest_unmap(id, range)
+//   // timer:                m.tick()
+//   // after any move:       reload GDTR, IDTR, TR from the (fixed-up) stub tables
+//
+// Known limits:
+// - Displaced content is a copy (claim 10): if the guest maps the same frame
+//   at another address too, writes through that alias while the page is
+//   displaced are overwritten when the content is restored. Pin such ranges.
+// - The shadow store must hold the displaced pages of two placements at once
+//   (a move copies the new victim before it restores the old one).
+// - The accessed/dirty bits of displaced pages come back when the backend can
+//   set them (mark_accessed); a large page partly displaced comes back as
+//   4 KiB pages (same frames and attributes).
+//
 // P: the page-table type of every space (guest spaces and the monitor space).
 // Finder / Victims: region_finder / victim_selector policies over P.
 // Store: shadow_store; Tracker: hotness_tracker; Tlb: the invalidation hook
