@@ -311,23 +311,6 @@ TEMPLATE_TEST_CASE("the trace records placement, conflicts, moves and restores i
     CHECK(t[t.size() - 2].from == first);
 }
 
-TEST_CASE("an untraced manager carries no trace state", "[manager][trace]") {
-    using traced = world<x86_backend>::manager_t;
-    using untraced = relocation_manager<x86_backend::space, top_down_finder, random_victim<pcg32>,
-                                        failing_store<pool_shadow_store>, trap_count_tracker<64>, recording_tlb,
-                                        world_memory>;
-    STATIC_REQUIRE(sizeof(untraced) + sizeof(ring_trace<1024>) <= sizeof(traced) + alignof(traced));
-    STATIC_REQUIRE(!is_tracing<null_trace>);
-    ring_trace<2> ring;
-    ring.record({.kind = trace_kind::placed});
-    ring.record({.kind = trace_kind::hopped});
-    ring.record({.kind = trace_kind::settled});
-    CHECK(ring.total() == 3);
-    CHECK(ring.size() == 2);
-    CHECK(ring[0].kind == trace_kind::hopped);
-    CHECK(ring[1].kind == trace_kind::settled);
-}
-
 TEMPLATE_TEST_CASE("statistics take the fast and slow trap counts from an attached router", "[manager]", x86_backend,
                    reference_backend) {
     world<TestType> w;
