@@ -351,7 +351,13 @@ public:
     // range overlaps the placement, that is a conflict: the stub moves first,
     // then the mapping goes in. Like page_table::map it never replaces
     // anything: a range holding guest pages (mapped or displaced) answers
-    // overlaps. Errors checked before anything moves: unknown_address_space,
+    // overlaps. A guest PTE write that replaces a present entry is therefore
+    // guest_unmap of the old page, then guest_map: if the old page was
+    // displaced, guest_unmap writes the shadow copy (with every emulated
+    // write) back into the old frame and drops it, so the guest's old frame
+    // holds what the guest last wrote when it maps it elsewhere, and the new
+    // mapping can never be shadowed by stale content. Errors checked before
+    // anything moves: unknown_address_space,
     // empty_range, misaligned, non_canonical, overlaps. Errors the backend
     // reports from the map itself (out_of_frames, invalid_attributes,
     // unsupported_page_size) can come after a conflict already moved the
