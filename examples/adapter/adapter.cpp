@@ -318,7 +318,9 @@ bool differential(std::uint64_t seed, int steps) {
         const phys_addr frame{below(4096) * page_bytes};
         bool agree = false;
         switch (below(3)) {
-        case 0: agree = same(adapted.map(r, frame, a, page_size::size_4k), model.map(r, frame, a, page_size::size_4k)); break;
+        case 0:
+            agree = same(adapted.map(r, frame, a, page_size::size_4k), model.map(r, frame, a, page_size::size_4k));
+            break;
         case 1: agree = same(adapted.unmap(r), model.unmap(r)); break;
         default: agree = same(adapted.protect(r, a), model.protect(r, a)); break;
         }
@@ -349,7 +351,8 @@ bool transactional() {
     pd.max_tables = 2;
     const auto before = mappings_of(adapted);
     const auto across = virt_range::of(virt_addr{0x007f'f000}, 2 * page_bytes);  // the end of table 1, start of table 2
-    const bool refused = failed_with(adapted.map(across, phys_addr{0}, read_write, page_size::size_4k), error::out_of_frames);
+    const bool refused =
+        failed_with(adapted.map(across, phys_addr{0}, read_write, page_size::size_4k), error::out_of_frames);
     return refused && mappings_of(adapted) == before && pd.tables == 1;
 }
 
@@ -388,7 +391,8 @@ std::uint64_t seed_from_environment() {
 int main() {
     const std::uint64_t seed = seed_from_environment();
     std::cout << "1. The adapter against the reference backend (seed " << seed << ", ASRELOC_SEED to repeat)\n";
-    check(differential(seed, 1000), "1000 random map/unmap/protect: same answers, mappings and gaps; emptied tables go back");
+    check(differential(seed, 1000),
+          "1000 random map/unmap/protect: same answers, mappings and gaps; emptied tables go back");
     check(transactional(), "a map the hypervisor has no table for fails with out_of_frames and changes nothing");
 
     std::cout << "2. The hypervisor's own tables, built with its legacy API\n";
@@ -408,7 +412,8 @@ int main() {
 
     std::cout << "3. A region finder on the adapted spaces\n";
     const std::array<const legacy_space*, 2> both{&monitor, &guest};
-    const region_request request{.size = 0x4000, .alignment = 0x4000, .window = virt_range::of(virt_addr{0x40'0000}, 0xbfc0'0000)};
+    const auto user_part = virt_range::of(virt_addr{0x40'0000}, 0xbfc0'0000);  // 4 MiB up to the guest kernel
+    const region_request request{.size = 0x4000, .alignment = 0x4000, .window = user_part};
     auto high = top_down_finder{}.find_free(std::span<const legacy_space* const>{both}, request);
     auto low = bottom_up_finder{}.find_free(std::span<const legacy_space* const>{both}, request);
     check(high && low, "both finders found 16 KiB free in both spaces");
@@ -430,7 +435,8 @@ int main() {
     const auto id = manager.add_guest_space(guest);
     check(id.has_value(), "the guest space is registered");
     if (!id) return 1;
-    const std::array<stub_page, 2> stub{stub_page{ram.allocate_frame().value()}, stub_page{ram.allocate_frame().value()}};
+    const std::array<stub_page, 2> stub{stub_page{ram.allocate_frame().value()},
+                                        stub_page{ram.allocate_frame().value()}};
     auto placed = manager.place(stub_description{stub, virt_addr{0xffc1'0000}});
     check(placed.has_value(), "the stub (2 pages) is placed");
     if (!placed) return 1;
@@ -447,8 +453,8 @@ int main() {
     const auto moved = manager.placement();
     check(grown && moved && manager.stats().conflicts == 1 && (pd_get(guest_pd, at) & pte_user) != 0 &&
               !moved->overlaps(virt_range::from_bounds(virt_addr{at}, virt_addr{0xbfff'ffff})),
-          "the guest's stack grew into it: one conflict, the stub moved to " + (moved ? text(*moved) : std::string("?")) +
-              ", the guest got its pages");
+          "the guest's stack grew into it: one conflict, the stub moved to " +
+              (moved ? text(*moved) : std::string("?")) + ", the guest got its pages");
     std::cout << (failed == 0 ? "adapter example: every check passed\n" : "adapter example FAILED\n");
     return failed == 0 ? 0 : 1;
 }

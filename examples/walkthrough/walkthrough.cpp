@@ -373,10 +373,10 @@ bool stub_mapped_at(const machine& m, virt_range at) {
     return true;
 }
 
-void print_tlb(machine& m) {
+void print_tlb(machine& m, std::string_view why_none = "") {
     std::string ranges;
     for (const virt_range& r : m.tlb.asked) ranges += (ranges.empty() ? "" : ", ") + text(r);
-    say("TLB invalidations asked for: " + (ranges.empty() ? std::string("none") : ranges));
+    say("TLB invalidations asked for: " + (ranges.empty() ? "none" + std::string(why_none) : ranges));
     m.tlb.asked.clear();
 }
 
@@ -392,14 +392,15 @@ std::string describe(const trace_event& e) {
     case trace_kind::settled: return "settled at " + text(e.to);
     case trace_kind::resumed: return "hopping resumed at " + text(e.to);
     case trace_kind::restored: return pages(e.count) + " restored under " + text(e.from) + in;
-    case trace_kind::shadow_read: return "shadow read of " + std::to_string(e.count) + " bytes at " + hex(e.from.start());
+    case trace_kind::shadow_read:
+        return "shadow read of " + std::to_string(e.count) + " bytes at " + hex(e.from.start());
     case trace_kind::shadow_write:
         return "shadow write of " + std::to_string(e.count) + " bytes at " + hex(e.from.start());
     case trace_kind::reflected: return "fault at " + hex(e.from.start()) + " reflected to the guest";
     case trace_kind::guest_mapped: return "guest mapped " + text(e.from);
     case trace_kind::guest_unmapped: return "guest unmapped " + text(e.from);
-    case trace_kind::space_added: return "guest space added" + in;
-    case trace_kind::space_removed: return "guest space removed" + in;
+    case trace_kind::space_added: return "guest space " + std::to_string(e.space) + " added";
+    case trace_kind::space_removed: return "guest space " + std::to_string(e.space) + " removed";
     case trace_kind::rollback: return std::string("rolled back: ") + to_string(e.code);
     }
     return "?";
@@ -422,10 +423,14 @@ bool step_memory(machine& m) {
 bool step_spaces(machine& m) {
     heading("2. Two address spaces, built by the x86-64 backend (4-level paging)");
     // The rest of the monitor lives in the monitor space only.
-    auto code = m.monitor.map(virt_range::of(monitor_code, 4 * page_bytes), *m.memory.frames().allocate_frame(),
-                              attributes{.executable = true}, page_size::size_4k);
-    if (!check_ok(code, "map the monitor's code")) return false;
-    code->ignore();  // the monitor space is not loaded on any CPU yet
+    for (std::uint64_t i = 0; i < 4; ++i) {
+        auto frame = m.memory.frames().allocate_frame();
+        if (!check_ok(frame, "a frame for the monitor's code")) return false;
+        auto code = m.monitor.map(virt_range::of(monitor_code + i * page_bytes, page_bytes), *frame,
+                                  attributes{.executable = true}, page_size::size_4k);
+        if (!check_ok(code, "map the monitor's code")) return false;
+        code->ignore();  // the monitor space is not loaded on any CPU yet
+    }
     say("monitor space: root table at phys " + hex(m.monitor.root()) + "; the monitor's code at " +
         text(virt_range::of(monitor_code, 4 * page_bytes)));
     auto id = m.manager.add_guest_space(m.guest);
@@ -443,8 +448,9 @@ bool step_layout(machine& m) {
     for (const guest_region& r : guest_layout) {
         for (std::uint64_t i = 0; i < r.pages; ++i) {
             const std::uint64_t va = r.start + i * page_bytes;
-            const std::string label = r.name == std::string_view("stack") ? stack_label(va)
-                                                                            : std::string(r.name) + " +" + hex(i * page_bytes);
+            const std::string label = r.name == std::string_view("stack")
+                                          ? stack_label(va)
+                                          : std::string(r.name) + " +" + hex(i * page_bytes);
             if (!check_ok(guest_maps_page(m, va, label, r.attrs), "map " + label)) return false;
         }
         total += r.pages;
@@ -537,13 +543,14 @@ bool step_place(machine& m) {
     auto g = m.guest.translate(r->to.start());
     auto s = m.monitor.translate(r->to.start());
     if (!check_ok(g, "translate in the guest space") || !check_ok(s, "translate in the monitor space")) return false;
-    say("guest space:   " + hex(r->to.start()) + " -> phys " + hex(g->phys) + (g->page.attrs.writable ? " writable" : "") +
-        (g->page.attrs.user ? " user" : " supervisor-only"));
+    say("guest space:   " + hex(r->to.start()) + " -> phys " + hex(g->phys) +
+        (g->page.attrs.writable ? " writable" : "") + (g->page.attrs.user ? " user" : " supervisor-only"));
     say("monitor space: " + hex(r->to.start()) + " -> phys " + hex(s->phys) + " (the same frame)");
     check(stub_mapped_at(m, r->to), "all 4 stub pages are mapped there in both spaces, supervisor-only for the guest");
     say("IDT gate 14 (#PF) now -> " + hex(page_fault_gate(m)) + " (was built for " + hex(stub_built_for) + ")");
-    check(stub_pointers_say(m, r->to.start()), "the fixups pointed every IDT gate, the TSS, GDTR, IDTR and LSTAR at it");
-    print_tlb(m);
+    check(stub_pointers_say(m, r->to.start()),
+          "the fixups pointed every IDT gate, the TSS, GDTR, IDTR and LSTAR at it");
+    print_tlb(m, " (only empty entries were filled: no TLB can hold those)");
     return true;
 }
 
@@ -562,10 +569,11 @@ bool step_free_relocation(machine& m) {
     say("IDT gate 14 (#PF): " + hex(gate_before) + " -> " + hex(page_fault_gate(m)));
     check(stats.free_relocations == stats_before.free_relocations + 1 && stats.pages_displaced == 0,
           "it was a free relocation: nothing of the guest's was displaced");
-    check(stub_pointers_say(m, after.start()) && stub_mapped_at(m, after), "the fixups ran; the stub is mapped at its new place");
+    check(stub_pointers_say(m, after.start()) && stub_mapped_at(m, after),
+          "the fixups ran; the stub is mapped at its new place");
     auto t = m.guest.translate(virt_addr{va});
-    check(t && t->page.attrs.user && std::string(reinterpret_cast<const char*>(m.memory.at(t->phys))) == stack_label(va),
-          "the guest's new stack page is mapped where it asked, to its own frame");
+    const bool own_frame = t && std::string(reinterpret_cast<const char*>(m.memory.at(t->phys))) == stack_label(va);
+    check(own_frame && t->page.attrs.user, "the guest's new stack page is mapped where it asked, to its own frame");
     print_tlb(m);
     return true;
 }
@@ -576,10 +584,10 @@ bool step_victim_relocation(machine& m) {
     // The stack grows to the bottom of slot 2, and an anonymous mmap takes slot 0.
     for (std::uint64_t va = stack_bottom - 2 * page_bytes; va >= stack_bottom - slot_bytes; va -= page_bytes)
         if (!check_ok(guest_maps_page(m, va, stack_label(va)), "a stack page")) return false;
-    for (std::uint64_t i = 0; i < 4; ++i)
-        if (!check_ok(guest_maps_page(m, window.start().value() + i * page_bytes, "mmap buffer +" + hex(i * page_bytes)),
-                      "a buffer page"))
-            return false;
+    for (std::uint64_t i = 0; i < 4; ++i) {
+        const std::uint64_t va = window.start().value() + i * page_bytes;
+        if (!check_ok(guest_maps_page(m, va, "mmap buffer +" + hex(i * page_bytes)), "a buffer page")) return false;
+    }
     m.manager.trace().enabled = true;
     say("the stack grew to " + hex(stack_bottom - slot_bytes) + " and the guest mmapped 16 KiB at " +
         hex(window.start()) + ":");
@@ -594,7 +602,8 @@ bool step_victim_relocation(machine& m) {
     say("no free 16 KiB left in the window: the stub moved over the guest's pages at " + where(victim));
     check(m.store.size() == stub_pages, "the 4 guest pages there went to the shadow store (" +
                                             std::to_string(m.store.size()) + " pages kept)");
-    check(stub_pointers_say(m, victim.start()) && stub_mapped_at(m, victim), "the stub is mapped over them, pointers fixed");
+    check(stub_pointers_say(m, victim.start()) && stub_mapped_at(m, victim),
+          "the stub is mapped over them, pointers fixed");
     print_tlb(m);
 
     m.manager.trace().enabled = false;
@@ -624,13 +633,14 @@ bool step_displaced_access(machine& m, displaced_page& written) {
     const touched wrote = guest_write(m, va + 0x100, note);
     const touched reread = guest_read(m, va + 0x100, seen, 64);
     say("the guest writes \"" + note + "\" at " + hex(va + 0x100) + " and reads back \"" + seen + "\"");
-    check(wrote == touched::emulated && reread == touched::emulated && seen == note, "the write went to the shadow copy");
+    check(wrote == touched::emulated && reread == touched::emulated && seen == note,
+          "the write went to the shadow copy");
 
     const mapping* original = m.store.original(shadow_key{m.guest_id, virt_addr{va}});
     if (!check(original != nullptr, "the store remembers the guest's mapping of the page")) return false;
     const char* frame = reinterpret_cast<const char*>(m.memory.at(original->phys));
-    say("the guest's own frame " + hex(original->phys) + " still holds \"" + std::string(frame + 0x100) +
-        "\" at 0x100: it gets the copy back when the stub leaves");
+    say("the guest's own frame " + hex(original->phys) + " has nothing at 0x100 yet: it gets the shadow copy back");
+    say("when the stub leaves");
     return check(std::string(frame + 0x100).empty(), "nothing was written into the guest's frame yet");
 }
 
@@ -755,7 +765,7 @@ bool step_rollback(machine& m) {
     say("placement still " + text(placement(m)) + ", IDT gate 14 still -> " + hex(page_fault_gate(m)));
     say("(fixups run first: the five built-in ones had moved the IDT, TSS, GDTR and IDTR; the rollback moved");
     say(" them back, before any page table changed)");
-    print_tlb(m);
+    print_tlb(m, " (no page table changed)");
 
     say("the monitor tries again (the fixup accepts now):");
     if (!check_ok(guest_maps_page(m, va, label), "the guest's mapping, second try")) return false;
@@ -793,15 +803,15 @@ bool step_verify(machine& m, const displaced_page& written, std::uint64_t ticks)
 void print_statistics(const machine& m) {
     heading("12. The manager's statistics");
     const statistics s = m.manager.stats();
-    say("placements " + std::to_string(s.placements) + ", conflicts " + std::to_string(s.conflicts) +
-        ", free relocations " + std::to_string(s.free_relocations) + ", victim relocations " +
-        std::to_string(s.victim_relocations) + ", hops " + std::to_string(s.hops) + ", settled " +
-        std::to_string(s.settled) + ", ticks " + std::to_string(s.ticks));
-    say("pages displaced " + std::to_string(s.pages_displaced) + ", restored " + std::to_string(s.pages_restored) +
-        ", bytes copied " + std::to_string(s.bytes_copied) + ", shadow reads " + std::to_string(s.shadow_reads) +
-        ", shadow writes " + std::to_string(s.shadow_writes) + " (" + std::to_string(s.shadow_bytes) + " bytes)");
-    say("reflected " + std::to_string(s.reflected) + ", rollbacks " + std::to_string(s.rollbacks) +
-        " (fast/slow traps come from a trap_router; none is attached here)");
+    auto n = [](std::uint64_t v) { return std::to_string(v); };
+    say("placements " + n(s.placements) + ", conflicts " + n(s.conflicts) + ", free relocations " +
+        n(s.free_relocations) + " (the first placement included), victim relocations " + n(s.victim_relocations));
+    say("hops " + n(s.hops) + ", settled " + n(s.settled) + ", ticks " + n(s.ticks) + ", rollbacks " +
+        n(s.rollbacks) + ", reflected " + n(s.reflected));
+    say("pages displaced " + n(s.pages_displaced) + ", restored " + n(s.pages_restored) + ", bytes copied " +
+        n(s.bytes_copied) + ", shadow reads " + n(s.shadow_reads) + ", shadow writes " + n(s.shadow_writes) + " (" +
+        n(s.shadow_bytes) + " bytes)");
+    say("(fast and slow trap counts come from an attached trap_router; this walk-through has none)");
 }
 
 std::uint64_t seed_from_environment() {
@@ -824,8 +834,8 @@ int main() {
                            step_rollback(*m) && step_verify(*m, written, ticks);
     print_statistics(*m);
     if (!completed || failed_checks > 0) {
-        std::cout << "\nwalk-through FAILED (" << failed_checks << " failed checks" << (completed ? "" : ", stopped early")
-                  << ")\n";
+        std::cout << "\nwalk-through FAILED (" << failed_checks << " failed checks"
+                  << (completed ? "" : ", stopped early") << ")\n";
         return 1;
     }
     std::cout << "\nwalk-through complete: every check passed\n";
