@@ -5,6 +5,8 @@
 // issue's goals marked as holding or not. Names are "<suite>/<case>/<subject>".
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <map>
@@ -18,7 +20,11 @@ namespace asreloc::bench {
 
 class ratio_reporter : public benchmark::ConsoleReporter {
 public:
-    ratio_reporter(std::FILE* tables, std::string preamble) : tables_(tables), preamble_(std::move(preamble)) {}
+    // Colour only on a terminal: a display reporter given to the library
+    // does not see --benchmark_color.
+    ratio_reporter(std::FILE* tables, std::string preamble)
+        : ConsoleReporter(::isatty(::fileno(tables)) ? OO_ColorTabular : OO_Tabular), tables_(tables),
+          preamble_(std::move(preamble)) {}
 
     void ReportRuns(const std::vector<Run>& runs) override {
         ConsoleReporter::ReportRuns(runs);
