@@ -3,6 +3,7 @@
 // guest's way, on simulated physical memory, saying what happens at each step
 // with the addresses. Read it top to bottom. It doubles as a smoke test: every
 // "[ok]" line is checked, and the exit status is 1 if any check fails.
+#include <algorithm>
 #include <array>
 #include <cinttypes>
 #include <cstddef>
@@ -295,7 +296,8 @@ touched guest_access(machine& m, std::uint64_t va, std::span<std::byte> data, ac
 touched guest_read(machine& m, std::uint64_t va, std::string& out, std::size_t n) {
     std::vector<std::byte> bytes(n);
     const touched how = guest_access(m, va, bytes, access_kind::read);
-    out.assign(reinterpret_cast<const char*>(bytes.data()), strnlen(reinterpret_cast<const char*>(bytes.data()), n));
+    const auto* chars = reinterpret_cast<const char*>(bytes.data());
+    out.assign(chars, std::find(chars, chars + n, '\0'));  // the text up to its terminator
     return how;
 }
 touched guest_write(machine& m, std::uint64_t va, std::string_view s) {
@@ -567,6 +569,7 @@ bool step_free_relocation(machine& m) {
     const statistics stats = m.manager.stats();
     say("the stub moved " + text(before) + " -> " + where(after));
     say("IDT gate 14 (#PF): " + hex(gate_before) + " -> " + hex(page_fault_gate(m)));
+    say("(the CPU holds its own copies of GDTR, IDTR and TR: a real monitor reloads them now, LGDT, LIDT, LTR)");
     check(stats.free_relocations == stats_before.free_relocations + 1 && stats.pages_displaced == 0,
           "it was a free relocation: nothing of the guest's was displaced");
     check(stub_pointers_say(m, after.start()) && stub_mapped_at(m, after),
@@ -614,7 +617,7 @@ bool step_victim_relocation(machine& m) {
     return true;
 }
 
-// The page the guest writes while it is displaced, and works on in step 8.
+// The page the guest writes while it is displaced (step 8), and works on in step 9.
 struct displaced_page {
     std::uint64_t va = 0;
 };
@@ -684,7 +687,9 @@ bool step_hops(machine& m, const displaced_page& written, std::uint64_t& ticks_r
     }
     m.manager.trace().enabled = true;
     const std::uint64_t hops = m.manager.stats().hops - hops_before;
-    check(m.manager.hopping() == hop_state::settled && hops >= 1,
+    const virt_range settled = placement(m);
+    const bool untouched = !settled.contains(virt_addr{working_set[0]}) && !settled.contains(virt_addr{working_set[1]});
+    check(m.manager.hopping() == hop_state::settled && hops >= 1 && untouched,
           "settled after " + std::to_string(hops) + " hop(s), on a range the guest does not touch");
     check(stub_pointers_say(m, placement(m).start()) && stub_mapped_at(m, placement(m)),
           "the stub is mapped at the settled placement, pointers fixed");
