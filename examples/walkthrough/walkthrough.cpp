@@ -626,6 +626,11 @@ bool step_displaced_access(machine& m, displaced_page& written) {
     heading("8. The guest touches its displaced pages: the shadow store answers");
     const std::uint64_t va = placement(m).start().value();
     written.va = va;
+    auto kind = m.manager.classify(m.guest_id, virt_addr{va});
+    say("a guest access to " + hex(va) + " faults (a supervisor-only page at CPL 3); classify() says \"" +
+        (kind ? to_string(*kind) : "?") + "\",");
+    say("so handle_fault() answers \"emulate\" and the emulator calls access_displaced()");
+    check(kind && *kind == fault_class::displaced, "the fault is the guest's displaced content, not a conflict");
     std::string seen;
     const touched how = guest_read(m, va, seen, 64);
     say("the guest reads " + hex(va) + ": \"" + seen + "\", " + to_string(how));
