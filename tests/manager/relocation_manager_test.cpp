@@ -332,3 +332,69 @@ TEMPLATE_TEST_CASE("statistics take the fast and slow trap counts from an attach
     CHECK(s.slow_traps == 1);
     CHECK(s.reflected == 1);
 }
+
+#include "asreloc/hosted/hash_shadow_store.hpp"
+#include "asreloc/policy/accessed_bit_tracker.hpp"
+#include "asreloc/policy/best_fit_finder.hpp"
+#include "asreloc/policy/coldest_victim.hpp"
+
+TEST_CASE("the manager composes with the other policies: best fit, coldest victim, a hashed store, accessed bits",
+          "[manager]") {
+    world_memory memory;
+    world_allocator frames{memory.frames()};
+    auto monitor = x86_backend::make(frames, memory);
+    auto guest = x86_backend::make(frames, memory);
+    hosted::hash_shadow_store store{16};
+    accessed_bit_tracker<> tracker;
+    pcg32 gen{42};
+    coldest_victim<pcg32, accessed_bit_tracker<>> victims{gen, tracker};
+    recording_tlb tlb;
+    manager_config config;
+    config.window = virt_range::of(virt_addr{window_base}, 12 * page_bytes);
+    relocation_manager<x86_backend::space, best_fit_finder, decltype(victims), hosted::hash_shadow_store,
+                       accessed_bit_tracker<>, recording_tlb, world_memory>
+        m{*monitor, {}, victims, store, tracker, tlb, memory, config};
+    const space_id g = *m.add_guest_space(*guest);
+
+    // The guest owns pages 0-9 of the window; page 10-11 are free but too small for the stub.
+    std::vector<phys_addr> owned;
+    for (std::uint64_t i = 0; i < 10; ++i) {
+        const phys_addr f = *memory.frames().allocate_frame();
+        std::memset(memory.to_virt(f), static_cast<int>(0x30 + i), page_bytes);
+        owned.push_back(f);
+        REQUIRE(m.guest_map(g, virt_range::of(virt_addr{window_base + i * page_bytes}, page_bytes), f,
+                            user_read_write, page_size::size_4k)
+                    .has_value());
+    }
+    // The guest has touched pages 0-5 (accessed bits), the tracker samples them: the coldest victim is elsewhere.
+    for (std::uint64_t i = 0; i < 6; ++i)
+        REQUIRE(guest->mark_accessed(virt_addr{window_base + i * page_bytes}, false).has_value());
+    for (int round = 0; round < 4; ++round)
+        REQUIRE(tracker.sample(*guest, virt_range::of(virt_addr{window_base}, 12 * page_bytes)).has_value());
+
+    std::array<phys_addr, 3> stub_frames{};
+    for (auto& f : stub_frames) f = *memory.frames().allocate_frame();
+    const std::array<stub_page, 3> pages{stub_page{stub_frames[0]}, stub_page{stub_frames[1]},
+                                         stub_page{stub_frames[2], attributes{.executable = true}}};
+    auto placed = m.place(stub_description{pages, virt_addr{0}});
+    REQUIRE(placed.has_value());
+    CHECK(placed->kind == relocation_kind::victim);
+    const virt_range p = *m.placement();
+    CHECK(p.start().value() >= window_base + 6 * page_bytes);  // never over the hot pages
+    std::size_t under = 0;  // the guest's pages under the stub: displaced
+    for (std::uint64_t i = 0; i < owned.size(); ++i) under += p.contains(virt_addr{window_base + i * page_bytes}) ? 1 : 0;
+    CHECK(under > 0);
+    CHECK(store.size() == under);
+    std::byte b{};
+    REQUIRE(m.access_displaced(g, p.start() + 5, std::span{&b, 1}, access_kind::read).has_value());
+    CHECK(static_cast<int>(b) == static_cast<int>(0x30 + (p.start().value() - window_base) / page_bytes));
+    b = std::byte{0xee};
+    REQUIRE(m.access_displaced(g, p.start() + 5, std::span{&b, 1}, access_kind::write).has_value());
+    const std::uint64_t index = (p.start().value() - window_base) / page_bytes;
+    REQUIRE(m.relocate_to(virt_range::of(virt_addr{window_base + 64 * page_bytes}, 3 * page_bytes)).has_value());
+    CHECK(store.size() == 0);
+    CHECK(*memory.to_virt(owned[index] + 5) == std::byte{0xee});
+    auto t = guest->translate(virt_addr{window_base + index * page_bytes});
+    REQUIRE(t.has_value());
+    CHECK(t->phys == owned[index]);
+}
