@@ -244,7 +244,7 @@ TEST_CASE("attributes outside 0..7 and 0..15 are not encodable") {
 
 TEST_CASE("effective rights AND R/W and U/S and OR XD along a walk") {
     const entry permissive{0x7};
-    const entry read_only{0x5};
+    const entry no_write{0x5};
     const entry supervisor{0x3};
     const entry no_execute{0x8000'0000'0000'0007};
 
@@ -253,7 +253,7 @@ TEST_CASE("effective rights AND R/W and U/S and OR XD along a walk") {
     CHECK(start.user);
     CHECK(start.executable);
 
-    const auto r = start.through(permissive).through(read_only).through(permissive);
+    const auto r = start.through(permissive).through(no_write).through(permissive);
     CHECK_FALSE(r.writable);  // a later R/W = 1 does not undo an earlier 0
     CHECK(r.user);
     CHECK(r.executable);
@@ -268,7 +268,7 @@ TEST_CASE("effective rights AND R/W and U/S and OR XD along a walk") {
 
     const attributes leaf{.writable = true, .user = true, .executable = true, .global = true, .memory_type = 6,
                           .protection_key = 3};
-    const auto combined = start.through(read_only).through(no_execute).apply_to(leaf);
+    const auto combined = start.through(no_write).through(no_execute).apply_to(leaf);
     CHECK(combined == attributes{.writable = false, .user = true, .executable = false, .global = true,
                                  .memory_type = 6, .protection_key = 3});
     // Permissive ancestors leave the leaf's own rights as they are, denials included.
