@@ -50,11 +50,12 @@ public:
 
     void step(std::uint64_t n) {
         const auto op = below(100);
-        if (op < 22) map_some();
-        else if (op < 38) unmap_some();
-        else if (op < 83) access_some();
-        else if (op < 90) hammer_placement();
-        else tick();
+        if (op < 20) map_some();
+        else if (op < 35) unmap_some();
+        else if (op < 78) access_some();
+        else if (op < 85) hammer_placement();
+        else if (op < 93) tick();
+        else faulty_move();
         check_mappings();
         if (n % 256 == 0) check_content();
     }
@@ -71,7 +72,8 @@ public:
         CHECK(s.shadow_reads > 0);
         CHECK(s.shadow_writes > 0);
         CHECK(s.pages_restored > 0);
-        CHECK(s.rollbacks == 0);
+        CHECK(s.rollbacks == rollbacks_);
+        CHECK(rollbacks_ > 0);
     }
 
 private:
@@ -188,6 +190,88 @@ private:
         }
     }
 
+    // A move (a conflict, a hop, or a conflicting guest mapping) with one
+    // failure injected at a random point: a frame allocation, a shadow-store
+    // insert or a fixup. If the operation fails, the whole state is as
+    // before; if the injected failure was never reached, it succeeded.
+    void faulty_move() {
+        const auto kind = below(3);
+        const long k = static_cast<long>(below(6));
+        std::size_t fixup = 0;
+        auto arm = [&] {
+            if (kind == 0) w_.allocator().fail_at(k);
+            else if (kind == 1) w_.store().fail_at(k);
+            else w_.fixups()[fixup = below(w_.fixups().size())].refuse_next = true;
+        };
+        auto disarm = [&] {
+            w_.allocator().never_fail();
+            w_.store().fail_at(-1);
+            for (auto& f : w_.fixups()) f.refuse_next = false;
+        };
+        const error injected = kind == 0 ? error::out_of_frames
+                               : kind == 1 ? error::shadow_store_full
+                                           : error::fixup_refused;
+        typename world<Backend>::snapshot before;
+        auto& m = w_.manager();
+        const std::uint32_t g = static_cast<std::uint32_t>(below(guests));
+        const virt_range p = *m.placement();
+        const auto which = below(3);
+        status outcome{};
+        if (which == 0) {
+            // The guest touches a stub page: resolve the conflict.
+            before = w_.take();
+            arm();
+            auto r = m.resolve_conflict(g, virt_range::of(p.start() + below(p.size() / page_bytes) * page_bytes,
+                                                          page_bytes));
+            if (!r) outcome = failure(r.error_code());
+        } else if (which == 1) {
+            // A hop, forced: the placement is made hot, the period ends.
+            for (int i = 0; i < 16; ++i) w_.tracker().record_access(p.start(), 1);
+            while ((m.stats().ticks + 1) % 8 != 0) REQUIRE(m.tick().has_value());
+            before = w_.take();
+            arm();
+            auto r = m.tick();
+            if (!r) outcome = failure(r.error_code());
+            before.stats.ticks += 1;  // a tick is counted, failed or not
+        } else {
+            // The guest maps a free page of the placement (never out of frames
+            // here: an allocation failure after the move would leave the move).
+            std::uint64_t free_page = 0;
+            for (std::uint64_t a = p.start().value(); a < p.end().value(); a += page_bytes)
+                if (owned(g, a) == nullptr) free_page = a;
+            if (free_page == 0 || kind == 0) {
+                disarm();
+                return;
+            }
+            auto f = w_.memory().frames().allocate_frame();
+            REQUIRE(f.has_value());
+            const auto with_frame = w_.take();
+            arm();
+            model_page page;
+            page.frame = *f;
+            std::memcpy(w_.memory().to_virt(page.frame), page.bytes.data(), page_bytes);
+            auto r = m.guest_map(g, virt_range::of(virt_addr{free_page}, page_bytes), page.frame, user_read_write,
+                                 page_size::size_4k);
+            disarm();
+            if (!r) {
+                REQUIRE(r.error_code() == injected);
+                REQUIRE(w_.take() == with_frame);
+                w_.memory().frames().deallocate_frame(page.frame);
+                ++rollbacks_;
+            } else {
+                model_.emplace(std::pair{g, free_page}, std::move(page));
+            }
+            return;
+        }
+        disarm();
+        if (!outcome) {
+            INFO("injected " << to_string(injected) << " at " << k << ", got " << to_string(outcome.error_code()));
+            REQUIRE(outcome.error_code() == injected);
+            REQUIRE(w_.take() == before);
+            ++rollbacks_;
+        }
+    }
+
     void tick() {
         const std::uint64_t n = 1 + below(8);
         for (std::uint64_t i = 0; i < n; ++i) {
@@ -298,6 +382,7 @@ private:
         }
     }
 
+    std::uint64_t rollbacks_ = 0;
     std::mt19937_64 rng_;
     world<Backend> w_;
     std::map<std::pair<std::uint32_t, std::uint64_t>, model_page> model_;
