@@ -6,7 +6,9 @@
 // and nowhere else, never user-accessible; every guest page is either mapped
 // to its own frame or displaced under the stub; and every read returns what
 // the guest last wrote there. Periodically the content of every page is
-// compared with the model.
+// compared with the model. One step in 14 is a move with a failure injected
+// at a random frame allocation, shadow-store insert or fixup: when it fails,
+// the full-state snapshot must be unchanged.
 //
 // Steps per backend: ASRELOC_STEPS (default 20,000); seed: ASRELOC_SEED.
 #include <catch2/catch.hpp>
