@@ -398,3 +398,25 @@ TEST_CASE("the manager composes with the other policies: best fit, coldest victi
     REQUIRE(t.has_value());
     CHECK(t->phys == owned[index]);
 }
+
+TEMPLATE_TEST_CASE("fixup and pin tables refuse past their capacity and keep what they had", "[manager]", x86_backend,
+                   reference_backend) {
+    world<TestType> w;
+    auto& m = w.manager();
+    constexpr auto limits = world<TestType>::manager_t::limits;
+    std::uint64_t slot = stub_built_for.value();
+    std::vector<fixup> many(limits.fixups - w.fixups().size() + 1, slot_fixup(&slot));
+    CHECK(failed_with(m.add_fixups(many), error::capacity_exceeded));  // all or nothing
+    many.pop_back();
+    REQUIRE(m.add_fixups(many).has_value());
+    CHECK(failed_with(m.add_fixup(slot_fixup(&slot)), error::capacity_exceeded));
+    (void)w.add_guest();
+    REQUIRE(w.place().has_value());
+    // Every registered slot fixup ran once: the slot moved by the placement's offset that many times.
+    CHECK(slot == stub_built_for.value() + many.size() * (m.placement()->start().value() - stub_built_for.value()));
+
+    for (std::size_t i = 0; i < limits.pins; ++i)
+        REQUIRE(m.pin(virt_range::of(virt_addr{window_base + i * page_bytes}, page_bytes)).has_value());
+    CHECK(failed_with(m.pin(virt_range::of(virt_addr{0}, page_bytes)), error::capacity_exceeded));
+    CHECK(m.pins().size() == limits.pins);
+}
