@@ -31,10 +31,12 @@ namespace {
 #ifndef ASRELOC_LAB_DEFAULT_DATA
 #define ASRELOC_LAB_DEFAULT_DATA "../shared/data"
 #endif
-#ifdef NDEBUG
-constexpr const char* build_kind = "optimised";
+#if defined(__OPTIMIZE__) && defined(NDEBUG)
+constexpr const char* build_kind = "optimised, NDEBUG";
+#elif defined(__OPTIMIZE__)
+constexpr const char* build_kind = "optimised, assertions on";
 #else
-constexpr const char* build_kind = "debug, unoptimised";
+constexpr const char* build_kind = "unoptimised";
 #endif
 
 struct options {
@@ -63,7 +65,7 @@ void usage(std::ostream& o) {
          "                     access trace or one call of an event trace; 0 never hops (default 10)\n"
          "  --settle N         cold periods before hopping counts as settled (default 1)\n"
          "  --seed N           seed of the victim selectors' generator (default 1)\n"
-         "  --costs SPEC       measure (copy/remap/walk timed in this build), default, or a file of\n"
+         "  --costs SPEC       measure (copy/remap/walk/harvest timed in this build), default, or a file of\n"
          "                     'name ns [source]' lines (default measure)\n"
          "  --only SUBSTR      replay only guests whose file name contains SUBSTR (repeatable)\n"
          "  --kind LIST        only these guest kinds: layout,events,access,guest-os\n"

@@ -71,6 +71,16 @@ inline void measure_costs(host_memory& memory, std::uint64_t stub_pages, cost_ta
                   }),
                   tag};
 
+    // An accessed-bit harvest of the whole mapping, per page.
+    accessed_bit_tracker<> harvester(hotness_config{.granularity = 4 * page_bytes});
+    table.harvest_page = {median_ns_per_op(pages * 20, [&](std::uint64_t n) {
+                              for (std::uint64_t i = 0; i < n / pages; ++i) {
+                                  auto f = harvester.sample(*guest, virt_range::of(virt_addr{base}, pages * page_bytes));
+                                  if (f) f->ignore();
+                              }
+                          }),
+                          tag};
+
     // A move of the stub between two free ranges, per stub page.
     std::vector<page_slot> slots(stub_pages);
     std::vector<shadow_entry> index(stub_pages);
