@@ -5,10 +5,13 @@
 // this file's own, so the architectural format is checked, not only the API.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdint>
+#include <random>
 #include <vector>
 
 #include "asreloc/x86_64/page_table.hpp"
+#include "support/seed.hpp"
 #include "support/sim_memory.hpp"
 
 using namespace asreloc;
@@ -630,4 +633,80 @@ TEST_CASE("adopted tables are changed in place and not freed with the space") {
     }
     CHECK(mem.frames().free_count() == free_before);
     CHECK(owner.translate(virt_addr{0x2000})->phys == phys_addr{0xa000});
+}
+
+TEST_CASE("after random changes every table below the root holds an entry and the allocator holds only tables") {
+    const auto seed = test::test_seed();
+    INFO("seed " << seed << " (replay with ASRELOC_SEED=" << seed << ")");
+    const auto mode = GENERATE(paging_mode::four_level, paging_mode::five_level);
+    INFO("levels " << x86_64::levels(mode));
+    std::mt19937_64 rng{seed};
+    const auto below = [&](std::uint64_t n) { return std::uniform_int_distribution<std::uint64_t>{0, n - 1}(rng); };
+    memory mem;
+    auto pt = make_space(mem, mode);
+    // Two 2 GiB clusters, one per half, so that pages meet, split and merge.
+    const std::uint64_t clusters[] = {gib1 * 510, upper_half(mode) + gib1 * 3};
+    const page_size sizes[] = {page_size::size_4k, page_size::size_2m, page_size::size_1g};
+    for (int op = 0; op < 2000; ++op) {
+        const auto base = clusters[below(2)];
+        const auto size = sizes[below(10) < 6 ? 0 : below(4) < 3 ? 1 : 2];
+        const auto unit = bytes(size);
+        const auto start = base + below(2 * gib1 / unit) * unit;
+        const auto count = 1 + below(size == page_size::size_4k ? 600 : 2);
+        const auto range = range_of(start, std::min(count * unit, base + 2 * gib1 - start));
+        const auto small = range_of(start + below(512) * kib4, (1 + below(700)) * kib4);
+        switch (below(4)) {
+        case 0: (void)pt.map(range, phys_addr{start & 0xf'ffff'ffff'f000}, read_write, size); break;
+        case 1: (void)pt.unmap(small); break;
+        case 2: (void)pt.protect(small, attributes{.user = true, .memory_type = static_cast<std::uint8_t>(below(8))}); break;
+        default: (void)pt.coalesce(range_of(base, 2 * gib1)); break;
+        }
+        if (op % 250 != 249) continue;
+        INFO("after operation " << op);
+        std::size_t tables = 0;
+        std::size_t empty_tables = 0;
+        pt.for_each_table([&](unsigned level, phys_addr table) {
+            ++tables;
+            const auto* raw = reinterpret_cast<const std::uint64_t*>(mem.to_virt(table));
+            bool any = false;
+            for (unsigned i = 0; i < 512; ++i) any = any || (raw[i] & x86_64::bits::present) != 0;
+            if (!any && level != x86_64::levels(mode)) ++empty_tables;
+        });
+        CHECK(empty_tables == 0);
+        CHECK(tables == mem.frames().allocated_count());
+        // Every leaf holds exactly the bits its mapping says, nothing ignored or reserved.
+        std::size_t odd_leaves = 0;
+        for (const auto& m : mappings_in(pt)) {
+            const unsigned level = m.size == page_size::size_4k ? 1 : m.size == page_size::size_2m ? 2 : 3;
+            const auto* slot = slot_at(mem, pt, m.start.value(), level);
+            if (slot == nullptr || *slot != x86_64::make_leaf(level, m.phys, m.attrs, m.accessed, m.dirty).raw()) ++odd_leaves;
+        }
+        CHECK(odd_leaves == 0);
+    }
+}
+
+TEST_CASE("a large page mapped where a table was left empty gives the table back and flushes its range") {
+    // Tables a guest built may keep a table whose entries it cleared (Linux
+    // keeps page tables after munmap); only the entry above still points to it.
+    memory mem;
+    auto pt = make_space(mem, paging_mode::four_level);
+    const auto start = mem.frames().free_count();
+    require_ok(pt.map(range_of(0x1000, kib4), phys_addr{0x9000}, read_write, page_size::size_4k));
+    require_ok(pt.map(range_of(gib1 + 0x1000, kib4), phys_addr{0x9000}, read_write, page_size::size_4k));
+    REQUIRE(start - mem.frames().free_count() == 5);  // PDPT, two PDs, two PTs
+    *slot_at(mem, pt, 0x1000, 1) = 0;
+    *slot_at(mem, pt, gib1 + 0x1000, 1) = 0;
+
+    const auto two_mib = pt.map(range_of(0, mib2), phys_addr{0}, read_write, page_size::size_2m);
+    require_ok(two_mib);
+    CHECK(*two_mib == flush::of(range_of(0, mib2)));  // the CPU may cache the entry that pointed to the table
+    CHECK(raw_at(mem, pt, 0, 2) == x86_64::make_leaf(2, phys_addr{0}, read_write).raw());
+    CHECK(start - mem.frames().free_count() == 4);
+
+    const auto one_gib = pt.map(range_of(gib1, gib1), phys_addr{0}, read_write, page_size::size_1g);
+    require_ok(one_gib);
+    CHECK(*one_gib == flush::of(range_of(gib1, gib1)));
+    CHECK(start - mem.frames().free_count() == 2);  // its PD and PT went back
+    CHECK(table_count(pt) == 3);
+    CHECK(mappings_in(pt).size() == 2);
 }

@@ -104,9 +104,12 @@ public:
 
         frame_reserve reserve{*this};
         if (auto r = reserve.take(tables_needed(root_, top(), range, leaf_level)); !r) return failure(r.error_code());
-        map_into(table_at(root_), top(), range, phys.value() - range.start().value(), attrs, leaf_level, reserve);
-        // Only not-present entries became present: nothing cached to forget (4.10.4.3).
-        return flush::none();
+        // Only not-present entries became present, nothing cached to forget
+        // (4.10.4.3), unless a leaf replaced a table left empty: see map_into.
+        flush replaced = flush::none();
+        map_into(table_at(root_), top(), range, phys.value() - range.start().value(), attrs, leaf_level, reserve,
+                 replaced);
+        return replaced;
     }
 
     result<flush> unmap(virt_range range) noexcept {
@@ -464,17 +467,28 @@ private:
         return needed;
     }
 
-    // `delta` turns a linear address into the physical one it maps to.
+    // `delta` turns a linear address into the physical one it maps to. A
+    // present entry where a large leaf goes can only reference tables without
+    // a leaf (map checked for overlaps): tables a guest emptied and kept. They
+    // go back to the allocator, and the entry, which the paging-structure
+    // caches may hold, is named in `replaced` (4.10.4.1).
     void map_into(std::uint64_t* table, unsigned level, const virt_range& range, std::uint64_t delta,
-                  const attributes& attrs, unsigned leaf_level, frame_reserve& reserve, std::uint64_t base = 0) {
+                  const attributes& attrs, unsigned leaf_level, frame_reserve& reserve, flush& replaced,
+                  std::uint64_t base = 0) {
         (void)for_indices(entries_in(base, level, range), walk_order::bottom_up, [&](unsigned i) {
             const std::uint64_t va = entry_address(base, level, i);
             if (level == leaf_level) {
+                const entry old{table[i]};
                 table[i] = make_leaf(level, phys_addr{va + delta}, attrs).raw();
+                if (old.present()) {
+                    free_tables(old.table_address(), level - 1);
+                    replaced.merge(flush::of(virt_range::of(virt_addr{va}, entry_span(level))));
+                }
                 return walk_control::proceed;
             }
             if (!entry{table[i]}.present()) table[i] = make_table_entry(reserve.pop()).raw();
-            map_into(table_at(entry{table[i]}.table_address()), level - 1, range, delta, attrs, leaf_level, reserve, va);
+            map_into(table_at(entry{table[i]}.table_address()), level - 1, range, delta, attrs, leaf_level, reserve,
+                     replaced, va);
             return walk_control::proceed;
         });
     }
