@@ -186,7 +186,9 @@ TEMPLATE_TEST_CASE("claim 9: a conflict moves the stub to a range no space maps"
     REQUIRE(r.has_value());
     const virt_range second = *m.placement();
     CHECK_FALSE(second.overlaps(first));
-    CHECK(m.stats().free_relocations == 2);  // the placement and the move
+    CHECK(m.stats().placements == 1);
+    CHECK(m.stats().free_relocations == 1);
+    CHECK(m.stats().conflicts_into_free == 1);
     CHECK(m.stats().victim_relocations == 0);
     CHECK(m.stats().pages_displaced == 0);
     // Nothing of either guest nor of the monitor was there.
@@ -218,6 +220,7 @@ TEMPLATE_TEST_CASE("claim 10: with no free range the stub displaces a random vic
         const virt_range victim = *m.placement();
         CHECK_FALSE(victim.overlaps(first));
         CHECK(m.stats().victim_relocations == 1);
+        CHECK(m.stats().conflicts_over_victim == 1);
         CHECK(m.stats().pages_displaced == 4);
         CHECK(w.pool_store().size() == 4);
         for (std::uint64_t p = victim.start().value(); p < victim.end().value(); p += page_bytes) {
@@ -246,7 +249,7 @@ TEMPLATE_TEST_CASE("claim 11: guest accesses to displaced content are served fro
     w.guest_map(g, window_base, 16, 0x30);
     REQUIRE(w.place().has_value());
     const virt_range p = *m.placement();
-    REQUIRE(m.stats().victim_relocations == 1);
+    REQUIRE(m.stats().victim_placements == 1);
 
     const virt_addr inside = p.start() + page_bytes + 100;
     auto c = m.classify(g, inside);

@@ -299,16 +299,25 @@ TEMPLATE_TEST_CASE("the trace records placement, conflicts, moves and restores i
     const auto& t = m.trace();
     std::vector<trace_kind> kinds;
     for (std::size_t i = 0; i < t.size(); ++i) kinds.push_back(t[i].kind);
-    const std::vector<trace_kind> expected{trace_kind::placed,         trace_kind::relocated_victim,
-                                           trace_kind::restored,       trace_kind::guest_unmapped,
-                                           trace_kind::restored,       trace_kind::relocated_victim,
-                                           trace_kind::conflict};
+    // Each cause comes before its effects.
+    const std::vector<trace_kind> expected{trace_kind::placed,   trace_kind::guest_unmapped,   trace_kind::restored,
+                                           trace_kind::conflict, trace_kind::relocated_victim, trace_kind::restored};
     REQUIRE(kinds.size() == 1 + 16 + expected.size());  // space_added, the guest's 16 maps, then these
     CHECK(kinds[0] == trace_kind::space_added);
     CHECK(kinds[16] == trace_kind::guest_mapped);
     CHECK(std::vector<trace_kind>(kinds.begin() + 17, kinds.end()) == expected);
-    CHECK(t[t.size() - 1].from == virt_range::of(first.start(), page_bytes));
-    CHECK(t[t.size() - 2].from == first);
+    const virt_range page = virt_range::of(first.start(), page_bytes);
+    CHECK(t[t.size() - 3].from == page);   // the conflict: what the guest needed
+    CHECK(t[t.size() - 3].to == first);    // where the stub was
+    CHECK(t[t.size() - 2].from == first);  // the move
+    CHECK(t[t.size() - 1].from == first);  // the rest of the old placement back to the guest
+    CHECK(t[t.size() - 1].count == 3);
+    auto last = m.last_relocation();
+    REQUIRE(last.has_value());
+    CHECK(last->from == first);
+    CHECK(last->to == *m.placement());
+    CHECK(last->kind == relocation_kind::victim);
+    CHECK(last->pages_restored == 3);
 }
 
 TEMPLATE_TEST_CASE("statistics take the fast and slow trap counts from an attached router", "[manager]", x86_backend,
@@ -419,4 +428,72 @@ TEMPLATE_TEST_CASE("fixup and pin tables refuse past their capacity and keep wha
         REQUIRE(m.pin(virt_range::of(virt_addr{window_base + i * page_bytes}, page_bytes)).has_value());
     CHECK(failed_with(m.pin(virt_range::of(virt_addr{0}, page_bytes)), error::capacity_exceeded));
     CHECK(m.pins().size() == limits.pins);
+}
+
+namespace {
+
+// A victim selector that first offers a range some space cannot map (as a
+// selector unaware of an adapter's narrower canonical range would), then a
+// good one.
+struct scripted_victims {
+    std::vector<virt_range> draws;
+    std::size_t next = 0;
+    template <page_table P>
+    result<virt_range> select(std::span<const P* const>, const victim_request&) {
+        if (next == draws.size()) return failure(error::no_victim);
+        return draws[next++];
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a victim draw that some space cannot map is drawn again, not rolled back", "[manager]") {
+    world_memory memory;
+    world_allocator frames{memory.frames()};
+    auto monitor = x86_backend::make(frames, memory);
+    auto guest = x86_backend::make(frames, memory);
+    std::vector<page_slot> slots(8);
+    std::vector<shadow_entry> index(8);
+    pool_shadow_store store{slots, index};
+    trap_count_tracker<> tracker;
+    recording_tlb tlb;
+    const virt_range bad = virt_range::of(virt_addr{0x0000'8000'0000'0000}, 2 * page_bytes);  // non-canonical
+    const virt_range good = virt_range::of(virt_addr{window_base + 8 * page_bytes}, 2 * page_bytes);
+    scripted_victims victims{{bad, good}};
+    manager_config config;
+    config.window = virt_range::of(virt_addr{window_base}, 16 * page_bytes);
+    relocation_manager<x86_backend::space, top_down_finder, scripted_victims, pool_shadow_store, trap_count_tracker<>,
+                       recording_tlb, world_memory>
+        m{*monitor, {}, victims, store, tracker, tlb, memory, config};
+    const space_id g = *m.add_guest_space(*guest);
+    REQUIRE(m.guest_map(g, virt_range::of(virt_addr{window_base}, 16 * page_bytes), *memory.frames().allocate_frame(),
+                        user_read_write, page_size::size_4k)
+                .has_value());
+    std::array<stub_page, 2> pages{stub_page{*memory.frames().allocate_frame()},
+                                   stub_page{*memory.frames().allocate_frame()}};
+    REQUIRE(m.place(stub_description{pages, virt_addr{0}}).has_value());
+    CHECK(*m.placement() == good);
+    CHECK(victims.next == 2);
+    CHECK(m.stats().rollbacks == 0);
+    CHECK(m.stats().placements == 1);
+    CHECK(m.stats().victim_placements == 1);
+    CHECK(m.stats().victim_relocations == 0);
+}
+
+TEST_CASE("every manager enumeration has a name", "[manager]") {
+    for (auto k : {relocation_kind::free, relocation_kind::victim}) CHECK(std::string_view{to_string(k)} != "unknown");
+    for (auto k : {tick_outcome::waiting, tick_outcome::stayed, tick_outcome::hopped})
+        CHECK(std::string_view{to_string(k)} != "unknown");
+    for (auto k : {hop_state::hopping, hop_state::settled}) CHECK(std::string_view{to_string(k)} != "unknown");
+    for (auto k : {fault_action::retry, fault_action::emulate, fault_action::reflect})
+        CHECK(std::string_view{to_string(k)} != "unknown");
+    for (auto k : {fault_class::conflict, fault_class::displaced, fault_class::not_ours})
+        CHECK(std::string_view{to_string(k)} != "unknown");
+    for (auto k : {access_kind::read, access_kind::write, access_kind::execute})
+        CHECK(std::string_view{to_string(k)} != "unknown");
+    std::set<std::string_view> names;
+    for (int k = 0; k <= static_cast<int>(trace_kind::rollback); ++k)
+        names.insert(to_string(static_cast<trace_kind>(k)));
+    CHECK(names.size() == static_cast<std::size_t>(trace_kind::rollback) + 1);
+    CHECK(names.count("unknown") == 0);
 }

@@ -26,6 +26,24 @@ enum class access_kind : std::uint8_t { read, write, execute };
 //   reflect: deliver the fault to the guest's own handler.
 enum class fault_action : std::uint8_t { retry, emulate, reflect };
 
+constexpr const char* to_string(fault_action a) noexcept {
+    switch (a) {
+    case fault_action::retry: return "retry";
+    case fault_action::emulate: return "emulate";
+    case fault_action::reflect: return "reflect";
+    }
+    return "unknown";
+}
+
+constexpr const char* to_string(access_kind k) noexcept {
+    switch (k) {
+    case access_kind::read: return "read";
+    case access_kind::write: return "write";
+    case access_kind::execute: return "execute";
+    }
+    return "unknown";
+}
+
 constexpr const char* to_string(fault_class c) noexcept {
     switch (c) {
     case fault_class::conflict: return "conflict";

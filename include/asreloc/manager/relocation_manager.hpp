@@ -85,6 +85,29 @@ enum class tick_outcome : std::uint8_t {
 
 enum class hop_state : std::uint8_t { hopping, settled };
 
+constexpr const char* to_string(relocation_kind k) noexcept {
+    switch (k) {
+    case relocation_kind::free: return "free";
+    case relocation_kind::victim: return "victim";
+    }
+    return "unknown";
+}
+constexpr const char* to_string(tick_outcome t) noexcept {
+    switch (t) {
+    case tick_outcome::waiting: return "waiting";
+    case tick_outcome::stayed: return "stayed";
+    case tick_outcome::hopped: return "hopped";
+    }
+    return "unknown";
+}
+constexpr const char* to_string(hop_state h) noexcept {
+    switch (h) {
+    case hop_state::hopping: return "hopping";
+    case hop_state::settled: return "settled";
+    }
+    return "unknown";
+}
+
 // Usage (x86-64; tests/manager/world.hpp builds a complete one):
 //
 //   relocation_manager<space, top_down_finder, random_victim<pcg32>, pool_shadow_store,
@@ -192,9 +215,12 @@ public:
             const std::uint64_t restored = restore_displaced(id, placement_);
             stats_.pages_restored += restored;
             stats_.bytes_copied += restored * page_bytes;
+            emit({.kind = trace_kind::space_removed, .space = id});
+            emit_restored(id, placement_, restored);
+        } else {
+            emit({.kind = trace_kind::space_removed, .space = id});
         }
         guests_[id] = nullptr;
-        emit({.kind = trace_kind::space_removed, .space = id});
         return {};
     }
 
@@ -290,8 +316,10 @@ public:
 
     // Classifies and acts on a guest fault: a conflict moves the stub out of
     // the page's way (retry); displaced content is for the emulator (emulate);
-    // anything else goes back to the guest (reflect). Every touch of the
-    // placement is recorded in the hotness tracker.
+    // anything else goes back to the guest (reflect). The hotness tracker
+    // hears of each guest touch of the placement once: a conflict here, an
+    // access to displaced content in access_displaced (once per displaced
+    // page the access touches), never both.
     // Errors: unknown_address_space, and a failed relocation's (nothing changed).
     result<fault_action> handle_fault(space_id space, virt_addr va, access_kind) {
         auto c = classify(space, va);
@@ -301,7 +329,7 @@ public:
             ++stats_.reflected;
             emit({.kind = trace_kind::reflected, .space = space, .from = virt_range::of(va, 1)});
             return fault_action::reflect;
-        case fault_class::displaced: tracker_->record_access(va, 1); return fault_action::emulate;
+        case fault_class::displaced: return fault_action::emulate;  // access_displaced records the touch
         case fault_class::conflict: break;
         }
         tracker_->record_access(va, 1);
@@ -323,12 +351,8 @@ public:
         if (guest(space) == nullptr) return failure(error::unknown_address_space);
         if (!placed_) return failure(error::not_placed);
         if (!placement_.overlaps(range)) return relocation_report{true, placement_, placement_};
-        auto r = relocate_away(&range, relocation_cause::conflict);
-        if (r) {
-            ++stats_.conflicts;
-            emit({.kind = trace_kind::conflict, .space = space, .from = range, .to = r->to});
-        }
-        return r;
+        emit({.kind = trace_kind::conflict, .space = space, .from = range, .to = placement_});  // the cause first
+        return relocate_away(&range, relocation_cause::conflict);
     }
 
     // Moves the stub to `to` (free in the monitor space; guest content there
@@ -410,12 +434,13 @@ public:
             if (auto r = unmap_guest_part(*s, space, parts.part[i], journal_it); !r) return abort(r.error_code());
         }
         finish_flushes();
+        emit({.kind = trace_kind::guest_unmapped, .space = space, .from = range});
         if (inside.any) {
             const std::uint64_t restored = restore_displaced(space, inside.range);
             stats_.pages_restored += restored;
             stats_.bytes_copied += restored * page_bytes;
+            emit_restored(space, inside.range, restored);
         }
-        emit({.kind = trace_kind::guest_unmapped, .space = space, .from = range});
         return {};
     }
 
@@ -521,6 +546,14 @@ public:
     }
 
     hop_state hopping() const noexcept { return hop_state_; }
+
+    // What the last successful move or placement did (handle_fault,
+    // guest_map, tick and place report a move only through their effect).
+    // Errors: not_placed (nothing moved yet).
+    result<relocation_report> last_relocation() const noexcept {
+        if (!has_last_) return failure(error::not_placed);
+        return last_;
+    }
 
     // ---- state ------------------------------------------------------------------------
 
@@ -844,7 +877,6 @@ private:
             must(restore_content(*store_, shadow_key{id, p}, *memory_));
             ++restored;
         });
-        if (restored > 0) emit({.kind = trace_kind::restored, .space = id, .from = at, .count = restored});
         return restored;
     }
 
@@ -885,34 +917,48 @@ private:
             if (auto r = unmap_stub(*monitor_, no_space, placement_); !r) return abort(r.error_code());
         // Commit: nothing below can fail.
         finish_flushes();
+        std::array<std::uint64_t, Limits.guest_spaces> restored{};
         if (placed_)
             for (std::uint32_t id = 0; id < Limits.guest_spaces; ++id)
-                if (guests_[id] != nullptr) report.pages_restored += restore_displaced(id, placement_);
+                if (guests_[id] != nullptr) report.pages_restored += restored[id] = restore_displaced(id, placement_);
         placement_ = to;
         placed_ = true;
         report.kind = report.pages_displaced > 0 ? relocation_kind::victim : relocation_kind::free;
         count(report, cause);
+        for (std::uint32_t id = 0; id < Limits.guest_spaces; ++id) emit_restored(id, report.from, restored[id]);
+        last_ = report;
+        has_last_ = true;
         return report;
     }
 
     void count(const relocation_report& r, relocation_cause cause) noexcept {
+        const bool victim = r.kind == relocation_kind::victim;
         stats_.pages_displaced += r.pages_displaced;
         stats_.pages_restored += r.pages_restored;
         stats_.bytes_copied += (r.pages_displaced + r.pages_restored) * page_bytes;
-        ++(r.kind == relocation_kind::victim ? stats_.victim_relocations : stats_.free_relocations);
         if (cause == relocation_cause::placement) {
             ++stats_.placements;
+            if (victim) ++stats_.victim_placements;
             emit({.kind = trace_kind::placed, .to = r.to, .count = r.pages_displaced});
+            return;
+        }
+        ++(victim ? stats_.victim_relocations : stats_.free_relocations);
+        if (cause == relocation_cause::conflict) {
+            ++stats_.conflicts;
+            ++(victim ? stats_.conflicts_over_victim : stats_.conflicts_into_free);
         }
         if (cause == relocation_cause::hop) {
             ++stats_.hops;
             emit({.kind = trace_kind::hopped, .from = r.from, .to = r.to});
         }
-        if (r.had_placement || r.pages_displaced > 0)
-            emit({.kind = r.kind == relocation_kind::victim ? trace_kind::relocated_victim : trace_kind::relocated_free,
-                  .from = r.from,
-                  .to = r.to,
-                  .count = r.pages_displaced});
+        emit({.kind = victim ? trace_kind::relocated_victim : trace_kind::relocated_free,
+              .from = r.from,
+              .to = r.to,
+              .count = r.pages_displaced});
+    }
+
+    void emit_restored(std::uint32_t id, virt_range at, std::uint64_t pages) noexcept {
+        if (pages > 0) emit({.kind = trace_kind::restored, .space = id, .from = at, .count = pages});
     }
 
     // ---- choosing where ----------------------------------------------------------------
@@ -992,7 +1038,8 @@ private:
     }
 
     // A victim candidate: never pinned, never the placement or `avoid`, never
-    // over a monitor-space mapping (drawn again, config_.victim_attempts times).
+    // over a monitor-space mapping, canonical in every space (drawn again,
+    // config_.victim_attempts times).
     result<virt_range> find_victim(const virt_range* avoid) {
         std::array<virt_range, Limits.pins + 2> blocked{};
         std::size_t n = 0;
@@ -1005,7 +1052,9 @@ private:
         for (std::uint32_t attempt = 0; attempt < config_.victim_attempts; ++attempt) {
             auto v = victims_->select(s.span(), request);
             if (!v) return failure(v.error_code());
-            if (!any_mapping(*monitor_, *v)) return *v;
+            // A selector may not know every space's canonical range (an
+            // adapter's 32-bit space): such a draw is drawn again.
+            if (canonical_everywhere(*v) && !any_mapping(*monitor_, *v)) return *v;
         }
         return failure(error::no_victim);
     }
@@ -1113,6 +1162,8 @@ private:
     invalidation_set pending_{};
 
     statistics stats_{};
+    relocation_report last_{};
+    bool has_last_ = false;
     hop_state hop_state_ = hop_state::hopping;
     std::uint32_t cold_periods_ = 0;
 };

@@ -7,10 +7,13 @@
 namespace asreloc {
 
 struct statistics {
-    std::uint64_t placements = 0;          // successful place() calls
-    std::uint64_t conflicts = 0;           // conflicts resolved (a guest fault or mapping hit the stub)
-    std::uint64_t free_relocations = 0;    // moves into a range no space mapped (claim 9)
-    std::uint64_t victim_relocations = 0;  // moves that displaced guest content (claim 10)
+    std::uint64_t placements = 0;             // successful place() calls (not counted as relocations below)
+    std::uint64_t victim_placements = 0;      // of those, placements that displaced guest content
+    std::uint64_t conflicts = 0;              // conflicts resolved (a guest fault or mapping hit the stub)
+    std::uint64_t conflicts_into_free = 0;    // of those, resolved into a free range (claim 9)
+    std::uint64_t conflicts_over_victim = 0;  // of those, resolved over a victim (claim 10)
+    std::uint64_t free_relocations = 0;       // moves of a placed stub into a range no space mapped (claim 9)
+    std::uint64_t victim_relocations = 0;     // moves of a placed stub that displaced guest content (claim 10)
     std::uint64_t hops = 0;                // moves made for hotness by tick() (claim 12)
     std::uint64_t pages_displaced = 0;     // guest pages copied into the shadow store
     std::uint64_t pages_restored = 0;      // shadow pages put back into the guest

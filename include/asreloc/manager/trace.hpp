@@ -14,8 +14,8 @@
 namespace asreloc {
 
 enum class trace_kind : std::uint8_t {
-    placed,            // first placement: to
-    conflict,          // a conflict on `from` (the range the guest wanted) in `space`
+    placed,            // first placement: to (count: pages displaced there)
+    conflict,          // `space` needs `from`, which the placement `to` overlaps; the move (or rollback) follows
     relocated_free,    // the stub moved from -> to, into a free range
     relocated_victim,  // the stub moved from -> to over guest content (count: pages displaced)
     hopped,            // a hop (also reported as relocated_*), from -> to
@@ -31,6 +31,28 @@ enum class trace_kind : std::uint8_t {
     space_removed,     // `space` left
     rollback,          // an operation failed with `code` and was undone
 };
+
+constexpr const char* to_string(trace_kind k) noexcept {
+    switch (k) {
+    case trace_kind::placed: return "placed";
+    case trace_kind::conflict: return "conflict";
+    case trace_kind::relocated_free: return "relocated_free";
+    case trace_kind::relocated_victim: return "relocated_victim";
+    case trace_kind::hopped: return "hopped";
+    case trace_kind::settled: return "settled";
+    case trace_kind::resumed: return "resumed";
+    case trace_kind::restored: return "restored";
+    case trace_kind::shadow_read: return "shadow_read";
+    case trace_kind::shadow_write: return "shadow_write";
+    case trace_kind::reflected: return "reflected";
+    case trace_kind::guest_mapped: return "guest_mapped";
+    case trace_kind::guest_unmapped: return "guest_unmapped";
+    case trace_kind::space_added: return "space_added";
+    case trace_kind::space_removed: return "space_removed";
+    case trace_kind::rollback: return "rollback";
+    }
+    return "unknown";
+}
 
 inline constexpr std::uint32_t no_space = ~std::uint32_t{0};
 
