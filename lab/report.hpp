@@ -22,6 +22,17 @@
 
 namespace asreloc::lab {
 
+// Every time the stub was mapped somewhere: the first placement, conflict
+// moves and hops. (Whether statistics counts the placement among the free or
+// victim relocations changed while the manager was written; this holds for both.)
+template <class Stats>
+std::uint64_t moves_of(const Stats& s) noexcept {
+    if constexpr (requires { s.victim_placements; })
+        return s.placements + s.free_relocations + s.victim_relocations;
+    else
+        return s.free_relocations + s.victim_relocations;
+}
+
 inline std::string window_name(std::uint64_t w) {
     if (w == 0) return "native";
     if (w % (std::uint64_t{1} << 30) == 0) return std::to_string(w >> 30) + "G";
@@ -56,7 +67,7 @@ public:
         result_row row{w.name, w.kind, window, p, std::move(r)};
         const statistics& s = row.r.stats;
         cost_inputs in{.conflicts = s.conflicts,
-                       .moves = s.free_relocations + s.victim_relocations,
+                       .moves = moves_of(s),
                        .stub_pages = stub_kib_ / 4,
                        .pages_copied = s.pages_displaced + s.pages_restored,
                        .shadow_accesses = s.shadow_reads + s.shadow_writes,
@@ -69,7 +80,7 @@ public:
 
     static constexpr const char* csv_header =
         "guest,kind,window,finder,victims,tracker,stub_kib,guest_accesses,mapping_calls,ticks,placed,"
-        "first_placement,conflicts,free_relocations,victim_relocations,hops,pages_displaced,pages_restored,"
+        "first_placement,conflicts,moves,free_relocations,victim_relocations,hops,pages_displaced,pages_restored,"
         "bytes_copied,shadow_accesses,reflected,conflicts_per_M,shadow_per_M,hops_per_M,hops_to_settle,settled,"
         "failures,overhead_us,overhead_us_per_M";
 
@@ -83,7 +94,7 @@ public:
                 << to_string(row.policy.tracker) << ',' << stub_kib_ << ',' << row.r.accesses << ','
                 << row.r.mapping_calls << ',' << row.r.ticks << ',' << (row.r.placed ? "yes" : "no") << ','
                 << (!row.r.placed ? "none" : row.r.first_placement_victim ? "victim" : "free") << ',' << s.conflicts
-                << ',' << s.free_relocations << ',' << s.victim_relocations << ',' << s.hops << ','
+                << ',' << moves_of(s) << ',' << s.free_relocations << ',' << s.victim_relocations << ',' << s.hops << ','
                 << s.pages_displaced << ',' << s.pages_restored << ',' << s.bytes_copied << ',' << row.shadow()
                 << ',' << s.reflected << ',' << fixed(row.per_million(s.conflicts)) << ','
                 << fixed(row.per_million(row.shadow())) << ',' << fixed(row.per_million(s.hops)) << ','
@@ -95,21 +106,32 @@ public:
         costs << "entry,ns,source\n";
         for (const auto& [name, e] : costs_.entries()) costs << name << ',' << fixed(e->ns) << ",\"" << e->source << "\"\n";
         write_summary();
+        write_summary_markdown();
         write_shadow_series();
         return bool(csv) && bool(costs);
     }
 
     void print_summary(std::ostream& o) const {
         // The best combination per window and guest kind (least total modeled overhead; ties: fewer hops).
-        std::map<std::pair<std::string, std::string>, std::pair<double, std::string>> best;
+        std::map<std::pair<std::string, std::string>, std::tuple<double, std::string, int>> best;
         for (const auto& [key, agg] : summary()) {
             const auto& [window, kind, policy] = key;
-            auto& b = best[{window, kind}];
-            if (b.second.empty() || agg.overhead_us < b.first) b = {agg.overhead_us, policy};
+            auto& [us, name, ties] = best[{window, kind}];
+            if (name.empty() || agg.overhead_us < us) {
+                us = agg.overhead_us;
+                name = policy;
+                ties = 1;
+            } else if (agg.overhead_us == us) {
+                ++ties;
+            }
         }
         o << "least modeled overhead per window and guest kind (summary.csv has every combination):\n";
-        for (const auto& [k, v] : best)
-            o << "  window " << k.first << ", " << k.second << ": " << v.second << " (" << fixed(v.first) << " us in all)\n";
+        for (const auto& [k, v] : best) {
+            const auto& [us, name, ties] = v;
+            o << "  window " << k.first << ", " << k.second << ": " << name;
+            if (ties > 1) o << " and " << ties - 1 << " more, tied";
+            o << " (" << fixed(us) << " us in all)\n";
+        }
     }
 
     // Writes the gnuplot data and script, and runs gnuplot when it is installed.
@@ -183,6 +205,67 @@ private:
               << fixed(a.overhead_us) << ','
               << (a.accesses == 0 ? std::string("") : fixed(a.overhead_us * 1e6 / static_cast<double>(a.accesses)))
               << "\n";
+        }
+    }
+
+    // The table for a README: per window and guest kind, the combinations
+    // with the least and the most modeled overhead (ties listed by count).
+    void write_summary_markdown() const {
+        struct pick {
+            double best = 0, worst = 0;
+            std::string best_name, worst_name;
+            std::size_t best_ties = 0;
+            aggregate best_agg;
+            std::uint64_t guests = 0, accesses = 0;
+        };
+        std::map<std::pair<std::string, std::string>, pick> picks;
+        std::vector<std::pair<std::string, std::string>> order;
+        for (const auto& [key, a] : summary()) {
+            const auto& [window, kind, policy] = key;
+            auto [it, fresh] = picks.try_emplace({window, kind});
+            pick& p = it->second;
+            if (fresh) {
+                order.push_back({window, kind});
+                p = {a.overhead_us, a.overhead_us, policy, policy, 1, a, a.guests, a.accesses};
+                continue;
+            }
+            if (a.overhead_us < p.best) {
+                p.best = a.overhead_us;
+                p.best_name = policy;
+                p.best_ties = 1;
+                p.best_agg = a;
+            } else if (a.overhead_us == p.best) {
+                ++p.best_ties;
+            }
+            if (a.overhead_us > p.worst) {
+                p.worst = a.overhead_us;
+                p.worst_name = policy;
+            }
+        }
+        // Windows in the order the run gave them, not alphabetically.
+        std::map<std::string, std::size_t> rank;
+        for (const auto& row : rows_) rank.try_emplace(window_name(row.window), rank.size());
+        std::stable_sort(order.begin(), order.end(),
+                         [&](const auto& a, const auto& b) { return rank[a.first] < rank[b.first]; });
+        std::ofstream md(out_ + "/summary.md");
+        md << "| window | guests | accesses | least overhead: combination | its overhead | conflicts | victim moves | "
+              "hops | shadow accesses | most overhead: combination | its overhead |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|\n";
+        for (const auto& k : order) {
+            const pick& p = picks[k];
+            const auto us = [](double v) {
+                char buf[64];
+                if (v >= 1e6) std::snprintf(buf, sizeof buf, "%.2f s", v / 1e6);
+                else if (v >= 1e3) std::snprintf(buf, sizeof buf, "%.2f ms", v / 1e3);
+                else std::snprintf(buf, sizeof buf, "%.1f us", v);
+                return std::string(buf);
+            };
+            const std::string best =
+                p.best_ties > 1 ? p.best_name + " (and " + std::to_string(p.best_ties - 1) + " tied)" : p.best_name;
+            md << "| " << k.first << " | " << p.guests << " " << k.second << " | " << p.accesses << " | " << best << " | "
+               << us(p.best) << " | " << p.best_agg.conflicts << " | " << p.best_agg.victim_relocations << " | "
+               << p.best_agg.hops << " | " << p.best_agg.shadow << " | "
+               << (p.worst == p.best ? std::string("(all equal)") : p.worst_name) << " | " << us(p.worst) << " |\n";
         }
     }
 
@@ -284,7 +367,7 @@ private:
         std::ofstream gp(out_ + "/plots.gp");
         const std::string wn = window_name(w);
         gp << "# Generated by asreloc-lab: run `gnuplot plots.gp` in this folder.\n"
-              "set terminal pngcairo size 1600,700 font ',10'\n"
+              "set terminal pngcairo size 1600,700 font ',10' noenhanced\n"
               "set style data histograms\nset style histogram clustered gap 2\nset style fill solid 0.9 border -1\n"
               "set key outside right top vertical font ',9'\nset xtics rotate by -35 font ',9'\nset grid ytics\n";
         if (overhead)

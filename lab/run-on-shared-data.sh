@@ -22,7 +22,7 @@ status=0
 "$build/lab/asreloc-lab" --data "$data" --out "$out" --window native,4G,1G,1M "$@" || status=$?
 if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then exit "$status"; fi
 mkdir -p "$here/results"
-cp "$out"/results.csv "$out"/summary.csv "$out"/costs.csv "$here/results/"
+cp "$out"/results.csv "$out"/summary.csv "$out"/summary.md "$out"/costs.csv "$here/results/"
 for f in overhead.png hops_to_settle.png shadow_over_time.png plots.gp; do
     [ -f "$out/$f" ] && cp "$out/$f" "$here/results/"
 done
