@@ -275,3 +275,35 @@ TEST_CASE("effective rights AND R/W and U/S and OR XD along a walk") {
     const attributes denied{.writable = false, .user = false, .executable = false};
     CHECK(start.through(permissive).apply_to(denied) == denied);
 }
+
+TEST_CASE("the bits a leaf leaves to software are 11:9 and 58:52") {
+    CHECK(bits::software == 0x07f0'0000'0000'0e00);
+    CHECK((bits::software & (bits::address | bits::protection_key | bits::execute_disable | 0x1ff)) == 0);
+}
+
+TEST_CASE("a piece of a large leaf keeps every bit but the address, moving PAT to bit 7 in a PTE") {
+    // 2 MiB leaf: P R/W PS PAT(12), software bits 9 and 58, XD, frame 0x4060'0000.
+    const entry big{0x8400'0000'4060'1283};
+    CHECK(piece_of(big, pde, 0).raw() == 0x8400'0000'4060'0283);  // P R/W PAT(7), PS gone
+    CHECK(piece_of(big, pde, 5).raw() == 0x8400'0000'4060'5283);
+    CHECK(piece_of(big, pde, 511).raw() == 0x8400'0000'407f'f283);
+    // 1 GiB leaf: P PS PAT(12); its 2 MiB pieces keep PS and PAT at bit 12.
+    const entry huge{0x0000'0080'4000'1081};
+    CHECK(piece_of(huge, pdpte, 2).raw() == 0x0000'0080'4040'1081);
+    // A and D of the large page go to every piece.
+    CHECK(piece_of(entry{0x0000'0000'0020'00e1}, pde, 1).raw() == 0x0000'0000'0020'1061);
+}
+
+TEST_CASE("whole_of folds pieces back into the large leaf they came from") {
+    // PTE: P R/W A D PAT(7), software bits 9 and 58, XD, frame 0x4060'0000.
+    const entry first{0x8400'0000'4060'02e3};
+    CHECK(whole_of(first, pte, true, false).raw() == 0x8400'0000'4060'12a3);  // PS, PAT(12), A only
+    CHECK(whole_of(entry{0x0000'0080'4000'1081}, pde, false, true).raw() == 0x0000'0080'4000'10c1);  // D only
+    for (const std::uint64_t raw : {std::uint64_t{0x8400'0000'4060'1283}, std::uint64_t{0x7800'000f'ffe0'01e7},
+                                    std::uint64_t{0x0000'0000'0020'0081}}) {
+        const entry big{raw};
+        CHECK(whole_of(piece_of(big, pde, 0), pte, big.accessed(), big.dirty()) == big);
+    }
+    const entry huge{0xb800'0080'4000'1ee7};
+    CHECK(whole_of(piece_of(huge, pdpte, 0), pde, huge.accessed(), huge.dirty()) == huge);
+}

@@ -710,3 +710,38 @@ TEST_CASE("a large page mapped where a table was left empty gives the table back
     CHECK(table_count(pt) == 3);
     CHECK(mappings_in(pt).size() == 2);
 }
+
+TEST_CASE("splits, protect and coalesce keep the bits the CPU ignores, which a guest OS uses for its own bookkeeping") {
+    // Bits 11:9 and 58:52 of a leaf are ignored by the processor (Tables 4-16,
+    // 4-18, 4-20); Linux keeps e.g. _PAGE_SPECIAL and soft-dirty there.
+    const std::uint64_t software = (std::uint64_t{1} << 9) | (std::uint64_t{1} << 11) | (std::uint64_t{1} << 52) |
+                                   (std::uint64_t{1} << 58);
+    memory mem;
+    auto pt = make_space(mem, paging_mode::four_level);
+    const attributes attrs{.writable = true, .executable = false, .memory_type = 4, .protection_key = 2};
+    require_ok(pt.map(range_of(gib1, gib1), phys_addr{gib1}, attrs, page_size::size_1g));
+    *slot_at(mem, pt, gib1, 3) |= software;
+    const auto original = raw_at(mem, pt, gib1, 3);
+
+    // Cut the 1 GiB page down to 4 KiB at 4 KiB page 5 of its second 2 MiB piece.
+    const std::uint64_t cut = gib1 + mib2 + 5 * kib4;
+    require_ok(pt.protect(range_of(cut, kib4), attributes{.writable = true, .executable = false, .memory_type = 4,
+                                                          .protection_key = 2}));
+    // P R/W PS PAT(12) + software bits, key 2, XD: the 2 MiB pieces.
+    const std::uint64_t large = 0x9000'0000'0000'1083 | software;
+    CHECK(raw_at(mem, pt, gib1, 2) == (large | gib1));
+    CHECK(raw_at(mem, pt, gib1 + 511 * mib2, 2) == (large | (gib1 + 511 * mib2)));
+    // P R/W PAT(7) + software bits, key 2, XD: the 4 KiB pieces, the protected one included.
+    const std::uint64_t small = 0x9000'0000'0000'0083 | software;
+    CHECK(raw_at(mem, pt, gib1 + mib2, 1) == (small | (gib1 + mib2)));
+    CHECK(raw_at(mem, pt, cut, 1) == (small | cut));
+    CHECK(raw_at(mem, pt, gib1 + 2 * mib2 - kib4, 1) == (small | (gib1 + 2 * mib2 - kib4)));
+
+    // A piece without the guest's bits cannot merge without losing or inventing them.
+    require_ok(pt.unmap(range_of(cut, kib4)));
+    require_ok(pt.map(range_of(cut, kib4), phys_addr{cut}, attrs, page_size::size_4k));
+    CHECK(ok(pt.coalesce(range_of(gib1, gib1))).empty());
+    *slot_at(mem, pt, cut, 1) |= software;
+    CHECK(ok(pt.coalesce(range_of(gib1, gib1))) == flush::of(range_of(gib1, gib1)));
+    CHECK(raw_at(mem, pt, gib1, 3) == original);
+}

@@ -29,6 +29,10 @@ inline constexpr std::uint64_t protection_key = std::uint64_t{0xf} << protection
 inline constexpr std::uint64_t execute_disable = std::uint64_t{1} << 63;  // needs IA32_EFER.NXE = 1
 // Physical-address bits M-1:12 with the architectural maximum M = 52 (4.1.4).
 inline constexpr std::uint64_t address = 0x000f'ffff'ffff'f000;
+// Ignored by the processor in every leaf (11:9 and 58:52): an OS keeps its own
+// bookkeeping there (Linux: _PAGE_SPECIAL, soft-dirty, ...), so a split or a
+// protect of a guest's page carries them over.
+inline constexpr std::uint64_t software = 0x07f0'0000'0000'0e00;
 }  // namespace bits
 
 // The physical-address field of a leaf of `level`: 51:12, 51:21 or 51:30. The
@@ -113,6 +117,29 @@ constexpr entry make_leaf(unsigned level, phys_addr frame, const attributes& a, 
     if (accessed) raw |= bits::accessed;
     if (dirty) raw |= bits::dirty;
     return entry{raw};
+}
+
+// Piece `i` of the large leaf `big` at `level`, one level down: every bit of
+// `big` but its address kept (software bits and A/D included), with PS cleared
+// and PAT moved from bit 12 to bit 7 when the piece is a PTE.
+constexpr entry piece_of(entry big, unsigned level, unsigned i) noexcept {
+    const unsigned small = level - 1;
+    const std::uint64_t frame = big.leaf_address(level).value() + std::uint64_t{i} * entry_span(small);
+    std::uint64_t raw = big.raw() & ~bits::address;  // PAT(12) lies inside the address field
+    if (small == 1) raw &= ~bits::page_size;
+    if (big.pat(level)) raw |= small == 1 ? bits::pat_4k : bits::pat_large;
+    return entry{raw | (frame & leaf_address_mask(small))};
+}
+
+// The leaf at `level` + 1 that the leaf `first` at `level` and its 511
+// successors fold into (the inverse of piece_of), with the A and D given.
+constexpr entry whole_of(entry first, unsigned level, bool accessed, bool dirty) noexcept {
+    std::uint64_t raw = first.raw() & ~(bits::address | bits::accessed | bits::dirty);
+    if (level == 1) raw = (raw & ~bits::pat_4k) | bits::page_size;
+    if (first.pat(level)) raw |= bits::pat_large;
+    if (accessed) raw |= bits::accessed;
+    if (dirty) raw |= bits::dirty;
+    return entry{raw | (first.leaf_address(level).value() & leaf_address_mask(level + 1))};
 }
 
 // The entry the backend writes to reference a table: present, writable,

@@ -574,12 +574,7 @@ private:
         const entry big{*leaf.slot};
         const phys_addr table = reserve.pop();
         std::uint64_t* small = table_at(table);
-        const unsigned level = c.level - 1;
-        const attributes attrs = big.leaf_attributes(c.level);
-        for (unsigned i = 0; i < entries_per_table; ++i) {
-            const phys_addr frame = big.leaf_address(c.level) + std::uint64_t{i} * entry_span(level);
-            small[i] = make_leaf(level, frame, attrs, big.accessed(), big.dirty()).raw();
-        }
+        for (unsigned i = 0; i < entries_per_table; ++i) small[i] = piece_of(big, c.level, i).raw();
         *leaf.slot = make_table_entry(table).raw();
     }
 
@@ -616,7 +611,8 @@ private:
             const std::uint64_t va = entry_address(base, level, i);
             if (!e.present()) return walk_control::proceed;
             if (e.is_leaf(level)) {
-                table[i] = make_leaf(level, e.leaf_address(level), attrs, e.accessed(), e.dirty()).raw();
+                const entry leaf = make_leaf(level, e.leaf_address(level), attrs, e.accessed(), e.dirty());
+                table[i] = leaf.with(e.raw() & bits::software).raw();
                 return walk_control::proceed;
             }
             protect_in(table_at(e.table_address()), level - 1, range, attrs, va);
@@ -626,7 +622,9 @@ private:
 
     // ---- coalesce ----
 
-    // The large leaf a table of `level` could become, or none.
+    // The large leaf a table of `level` could become, or none. The leaves
+    // must agree on every bit but the address, A and D (software bits too,
+    // or merging would lose a guest's bookkeeping).
     struct merge_candidate {
         bool possible = false;
         entry leaf;
@@ -636,18 +634,18 @@ private:
         if (!first.present() || !first.is_leaf(level)) return {};
         const phys_addr frame = first.leaf_address(level);
         if (!frame.is_aligned(size_of_level(level + 1))) return {};
-        const attributes attrs = first.leaf_attributes(level);
+        constexpr std::uint64_t same = ~(bits::address | bits::accessed | bits::dirty);
         bool accessed = false;
         bool dirty = false;
         for (unsigned i = 0; i < entries_per_table; ++i) {
             const entry e{table[i]};
             if (!e.present() || !e.is_leaf(level) || e.leaf_address(level) != frame + std::uint64_t{i} * entry_span(level) ||
-                !(e.leaf_attributes(level) == attrs))
+                (e.raw() & same) != (first.raw() & same) || e.pat(level) != first.pat(level))
                 return {};
             accessed = accessed || e.accessed();
             dirty = dirty || e.dirty();
         }
-        return {true, make_leaf(level + 1, frame, attrs, accessed, dirty)};
+        return {true, whole_of(first, level, accessed, dirty)};
     }
 
     void coalesce_in(std::uint64_t* table, unsigned level, std::uint64_t base, const virt_range& range,
