@@ -90,8 +90,7 @@ flush ok(const result<flush>& r) {
     return *r;
 }
 
-// The lowest address of the lower half above 48 bits with 5-level paging,
-// and the start of each mode's upper half.
+// The first address of each mode's upper canonical half.
 std::uint64_t upper_half(paging_mode m) {
     return m == paging_mode::four_level ? 0xffff'8000'0000'0000 : 0xff00'0000'0000'0000;
 }
