@@ -129,7 +129,8 @@ public:
 
     guest_replay(host_memory& memory, const guest_workload& w, const replay_config& c, space& monitor, space& guest,
                  const Finder& finder, Victims& victims, pool_shadow_store& store, Tracker& tracker)
-        : memory_(memory), map_(memory.map()), workload_(w), config_(c), guest_(guest), tracker_(tracker),
+        : memory_(memory), map_(memory.map()), workload_(w), config_(c), monitor_(monitor), guest_(guest),
+          finder_(finder), tracker_(tracker),
           manager_(monitor, finder, victims, store, tracker, tlb_, map_, make_config(w, c), hop_sink{&hops_}) {
         mode_ = w.five_level ? x86_64::paging_mode::five_level : x86_64::paging_mode::four_level;
     }
@@ -319,11 +320,19 @@ private:
     void tick() {
         ++result_.ticks;
         // The accessed-bit tracker harvests once per hop period, right before
-        // the judgement, a bounded slice of the guest's mappings.
+        // the judgement, a bounded slice of the guest's mappings, when victims matter.
         if constexpr (sampling_hotness_tracker<Tracker, space>) {
             if (config_.hop_period != 0 && (manager_.stats().ticks + 1) % config_.hop_period == 0) harvest();
         }
         if (auto r = manager_.tick(); !r) fail("tick", r.error_code());
+    }
+
+    // Hotness of guest pages matters only when the next move needs a victim;
+    // while the window still has a free range for the stub, harvesting is skipped.
+    bool free_range_left() const {
+        const std::array<const space*, 2> spaces{&monitor_, &guest_};
+        const region_request request{.size = config_.stub_pages * page_bytes, .window = manager_.config().window};
+        return finder_.find_free(std::span<const space* const>(spaces), request).has_value();
     }
 
     // Round robin over what the guest has mapped, at most harvest_budget
@@ -331,7 +340,7 @@ private:
     // harvest of a crowded 1 GiB window every period would cost more than
     // everything it could save.
     void harvest() {
-        if (view_.empty()) return;
+        if (view_.empty() || free_range_left()) return;
         auto it = view_.upper_bound(harvest_cursor_);
         if (it != view_.begin() && std::prev(it)->second > harvest_cursor_) --it;
         if (it == view_.end()) {
@@ -421,7 +430,9 @@ private:
     offset_phys_map map_;
     const guest_workload& workload_;
     replay_config config_;
+    space& monitor_;
     space& guest_;
+    const Finder& finder_;
     Tracker& tracker_;
     no_tlb tlb_;
     hop_log hops_;
