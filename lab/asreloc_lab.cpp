@@ -58,7 +58,8 @@ void usage(std::ostream& o) {
     o << "usage: asreloc-lab [options]\n"
          "  --data DIR         data directory (default " ASRELOC_LAB_DEFAULT_DATA ")\n"
          "  --out DIR          where results go (default lab-results)\n"
-         "  --stub-kib N       stub size in KiB, a multiple of 4 up to 256 (default 16)\n"
+         "  --stub-kib N       stub size in KiB, a multiple of 4 from 16 (IDT, GDT/TSS, entry code, data)\n"
+         "                     up to 256 (default 16)\n"
          "  --window LIST      comma-separated search windows: native, or a size like 4G, 1G, 64M;\n"
          "                     a window smaller than the guest's space folds it (va mod size) (default native)\n"
          "  --hop-period N     ticks between hotness judgements; a tick is 100,000 accesses of an\n"
@@ -132,8 +133,8 @@ bool parse_options(int argc, char** argv, options& o) {
             if (!value(o.out)) return false;
         } else if (a == "--stub-kib") {
             if (!number(o.stub_kib)) return false;
-            if (o.stub_kib == 0 || o.stub_kib % 4 != 0 || o.stub_kib / 4 > max_stub_pages) {
-                std::cerr << "asreloc-lab: --stub-kib must be a multiple of 4 from 4 to " << max_stub_pages * 4 << "\n";
+            if (o.stub_kib < 16 || o.stub_kib % 4 != 0 || o.stub_kib / 4 > max_stub_pages) {
+                std::cerr << "asreloc-lab: --stub-kib must be a multiple of 4 from 16 to " << max_stub_pages * 4 << "\n";
                 return false;
             }
         } else if (a == "--window") {

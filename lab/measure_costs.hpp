@@ -82,7 +82,7 @@ inline void measure_costs(host_memory& memory, std::uint64_t stub_pages, cost_ta
                           }),
                           tag};
 
-    // A move of the stub between two free ranges, per stub page.
+    // A move of the stub between two free ranges, per stub page (fixups included).
     std::vector<page_slot> slots(stub_pages);
     std::vector<shadow_entry> index(stub_pages);
     pool_shadow_store store(slots, index);
@@ -95,15 +95,12 @@ inline void measure_costs(host_memory& memory, std::uint64_t stub_pages, cost_ta
                        offset_phys_map, replay_detail::hop_sink, replay_detail::lab_limits>
         manager(*monitor, finder, victims, store, tracker, tlb, map, {}, replay_detail::hop_sink{&log});
     if (!manager.add_guest_space(*guest)) return;
-    std::vector<phys_addr> frames;
-    std::array<stub_page, max_stub_pages> stub{};
-    for (std::uint64_t i = 0; i < stub_pages; ++i) {
-        auto f = memory.allocate_frame();
-        if (!f) return;
-        frames.push_back(*f);
-        stub[i] = {*f, read_write};
-    }
-    if (manager.place({std::span<const stub_page>(stub.data(), stub_pages), virt_addr{0}})) {
+    // The lab's real stub: moving it runs the x86-64 fixups (IDT, GDT, TSS, GDTR/IDTR) too.
+    replay_detail::lab_stub stub(memory, stub_pages);
+    if (!stub.complete() || !manager.add_fixups(stub.fixups())) return;
+    std::array<stub_page, max_stub_pages> stub_list{};
+    for (std::size_t i = 0; i < stub.frames().size(); ++i) stub_list[i] = {stub.frames()[i], read_write};
+    if (manager.place({std::span<const stub_page>(stub_list.data(), stub_pages), replay_detail::lab_stub::built_for})) {
         const std::uint64_t size = stub_pages * page_bytes;
         const virt_range spots[2] = {virt_range::of(virt_addr{0x100000000}, size), virt_range::of(virt_addr{0x200000000}, size)};
         std::uint64_t k = 0;
@@ -113,7 +110,6 @@ inline void measure_costs(host_memory& memory, std::uint64_t stub_pages, cost_ta
         table.remap_page = {per_move / static_cast<double>(stub_pages), tag};
     }
     (void)manager.remove_guest_space(0);
-    for (phys_addr f : frames) memory.deallocate_frame(f);
 }
 
 }  // namespace asreloc::lab

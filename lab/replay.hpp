@@ -25,6 +25,7 @@
 #include "asreloc/policy/random_victim.hpp"
 #include "asreloc/policy/trap_count_tracker.hpp"
 #include "asreloc/x86_64/page_table.hpp"
+#include "asreloc/x86_64/stub_layout.hpp"
 #include "lab/guest_workload.hpp"
 #include "lab/sim/cpu_walk.hpp"
 #include "lab/sim/host_memory.hpp"
@@ -92,11 +93,78 @@ struct replay_result {
     std::uint64_t failures = 0;          // manager calls that answered an error
     std::vector<std::string> failure_samples;
     std::vector<std::uint32_t> shadow_per_tick;  // shadow accesses in each tick interval
+    // After the last step every pointer in the stub's IDT, GDT, TSS and
+    // GDTR/IDTR images points into the final placement (fixups followed every move).
+    bool fixups_consistent = false;
 };
 
 namespace replay_detail {
 
 using space = x86_64::page_table<host_memory, offset_phys_map>;
+
+// The stub the lab moves: real x86-64 system structures (stub_tables: 32
+// interrupt gates into the entry-code page, GDT with the TSS descriptor, TSS
+// with RSP0 and IST1 in the data page, GDTR/IDTR images) in its first two
+// frames, entry code and data pages after them, and the built-in fixups that
+// make every pointer follow each move. Needs at least 4 pages.
+class lab_stub {
+public:
+    static constexpr virt_addr built_for{0x10000};
+
+    lab_stub(host_memory& memory, std::uint64_t pages) : memory_(memory) {
+        auto tables = pages >= 4 ? memory.allocate_consecutive(2) : failure(error::out_of_frames);
+        if (tables) {
+            frames_.push_back(*tables);
+            frames_.push_back(*tables + page_bytes);
+        }
+        while (frames_.size() < pages) {
+            auto f = memory.allocate_frame();
+            if (!f) break;
+            frames_.push_back(*f);
+        }
+        for (phys_addr f : frames_) std::memset(memory.map().to_virt(f), 0, page_bytes);
+        if (!tables || frames_.size() != pages) return;
+        tables_ = ::new (static_cast<void*>(memory.map().to_virt(frames_[0]))) x86_64::stub_tables{};
+        const x86_64::stub_layout shape{.entry_code_pages = 1, .data_pages = pages - 3};
+        const std::uint64_t entry = built_for.value() + shape.entry_code_offset();
+        for (std::size_t v = 0; v < 32; ++v)
+            tables_->idt_gates[v] =
+                x86_64::idt_gate::make(entry + 16 * v, x86_64::kernel_code_selector, x86_64::system_type::interrupt_gate);
+        tables_->place(built_for);
+        tables_->tss.rsp[0] = built_for.value() + shape.size();
+        tables_->tss.ist[0] = built_for.value() + shape.size() - 2048;
+        fixups_.emplace(*tables_, pages * page_bytes);
+    }
+    lab_stub(const lab_stub&) = delete;
+    lab_stub& operator=(const lab_stub&) = delete;
+    ~lab_stub() {
+        for (phys_addr f : frames_) memory_.deallocate_frame(f);
+    }
+
+    bool complete() const noexcept { return tables_ != nullptr; }
+    const std::vector<phys_addr>& frames() const noexcept { return frames_; }
+    std::array<fixup, 5> fixups() noexcept { return fixups_->list(); }
+
+    // Whether every pointer into the stub points into it at `placement`:
+    // what the fixups must have kept true through every move.
+    bool consistent_at(virt_addr placement) const noexcept {
+        const std::uint64_t b = placement.value(), delta = b - built_for.value();
+        const x86_64::stub_tables& t = *tables_;
+        const std::uint64_t entry = b + 2 * page_bytes;
+        for (std::size_t v = 0; v < 32; ++v)
+            if (t.idt_gates[v].offset() != entry + 16 * v) return false;
+        const std::uint64_t gdtr = t.gdtr.base, idtr = t.idtr.base, rsp0 = t.tss.rsp[0];
+        return t.gdt.tss.base() == b + x86_64::stub_tables::tss_offset() &&
+               gdtr == b + x86_64::stub_tables::gdt_offset() && idtr == b + x86_64::stub_tables::idt_offset() &&
+               rsp0 == built_for.value() + frames_.size() * page_bytes + delta;
+    }
+
+private:
+    host_memory& memory_;
+    std::vector<phys_addr> frames_;
+    x86_64::stub_tables* tables_ = nullptr;
+    std::optional<x86_64::stub_fixups> fixups_;
+};
 
 struct hop_log {
     std::uint64_t hops = 0;
@@ -117,7 +185,7 @@ struct hop_sink {
     }
 };
 
-inline constexpr manager_limits lab_limits{.guest_spaces = 1, .stub_pages = max_stub_pages, .fixups = 1, .pins = 1};
+inline constexpr manager_limits lab_limits{.guest_spaces = 1, .stub_pages = max_stub_pages, .fixups = 8, .pins = 1};
 
 inline std::string hex(std::uint64_t v) { return to_hex(v); }
 
@@ -135,16 +203,17 @@ public:
         mode_ = w.five_level ? x86_64::paging_mode::five_level : x86_64::paging_mode::four_level;
     }
 
-    replay_result run(const std::vector<std::uint64_t>& stub_frames) {
+    replay_result run(lab_stub& stub) {
         auto id = manager_.add_guest_space(guest_);
         if (!id) {
             fail("add_guest_space", id.error_code());
             return std::move(result_);
         }
         id_ = *id;
+        if (auto f = manager_.add_fixups(stub.fixups()); !f) fail("add_fixups", f.error_code());
         std::array<stub_page, max_stub_pages> pages{};
-        for (std::size_t i = 0; i < stub_frames.size(); ++i) pages[i] = {phys_addr{stub_frames[i]}, read_write};
-        stub_ = {std::span<const stub_page>(pages.data(), stub_frames.size()), virt_addr{0}};
+        for (std::size_t i = 0; i < stub.frames().size(); ++i) pages[i] = {stub.frames()[i], read_write};
+        stub_ = {std::span<const stub_page>(pages.data(), stub.frames().size()), lab_stub::built_for};
         std::uint64_t shadow_before = 0;
         for (const guest_step& s : workload_.steps) {
             switch (s.kind) {
@@ -163,6 +232,7 @@ public:
             }
         }
         result_.stats = manager_.stats();
+        if (auto p = manager_.placement()) result_.fixups_consistent = stub.consistent_at(p->start());
         result_.hops_to_settle = hops_.settled ? hops_.hops_at_last_settle : hops_.hops;
         result_.settled = hops_.settled;
         // Leave the guest space as the guest had it, so its tables can be torn down normally.
@@ -459,11 +529,11 @@ replay_result replay_with(host_memory& memory, const guest_workload& w, const re
         failed.failure_samples.push_back("out of frames for the spaces");
         return failed;
     }
-    std::vector<std::uint64_t> stub_frames;
-    for (std::uint64_t i = 0; i < c.stub_pages; ++i) {
-        auto f = memory.allocate_frame();
-        if (!f) break;
-        stub_frames.push_back(f->value());
+    lab_stub stub(memory, c.stub_pages);
+    if (!stub.complete()) {
+        failed.failures = 1;
+        failed.failure_samples.push_back("no frames for the stub (or fewer than 4 stub pages)");
+        return failed;
     }
     // Room for two placements' worth: a move from one victim to another
     // displaces the new pages before it restores the old ones (all or nothing).
@@ -482,14 +552,13 @@ replay_result replay_with(host_memory& memory, const guest_workload& w, const re
         random_victim<pcg32> victims(gen);
         guest_replay<Finder, random_victim<pcg32>, Tracker> replay(memory, w, c, *monitor, *guest, finder, victims,
                                                                    store, tracker);
-        r = replay.run(stub_frames);
+        r = replay.run(stub);
     } else {
         coldest_victim<pcg32, Tracker> victims(gen, tracker);
         guest_replay<Finder, coldest_victim<pcg32, Tracker>, Tracker> replay(memory, w, c, *monitor, *guest, finder,
                                                                              victims, store, tracker);
-        r = replay.run(stub_frames);
+        r = replay.run(stub);
     }
-    for (auto f : stub_frames) memory.deallocate_frame(phys_addr{f});
     return r;
 }
 

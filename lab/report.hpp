@@ -91,7 +91,7 @@ public:
         "guest,kind,window,finder,victims,tracker,stub_kib,guest_accesses,mapping_calls,ticks,placed,"
         "first_placement,conflicts,moves,free_relocations,victim_relocations,hops,pages_displaced,pages_restored,"
         "bytes_copied,shadow_accesses,reflected,conflicts_per_M,shadow_per_M,hops_per_M,hops_to_settle,settled,"
-        "failures,overhead_us,overhead_us_per_M";
+        "failures,fixups_consistent,overhead_us,overhead_us_per_M";
 
     bool write() const {
         std::ofstream csv(out_ + "/results.csv");
@@ -108,7 +108,7 @@ public:
                 << ',' << s.reflected << ',' << fixed(row.per_million(s.conflicts)) << ','
                 << fixed(row.per_million(row.shadow())) << ',' << fixed(row.per_million(s.hops)) << ','
                 << row.r.hops_to_settle << ',' << (row.r.settled ? "yes" : "no") << ',' << row.r.failures << ','
-                << fixed(row.overhead_us) << ','
+                << (row.r.fixups_consistent ? "yes" : "no") << ',' << fixed(row.overhead_us) << ','
                 << (row.r.accesses == 0 ? std::string("") : fixed(row.per_million_us())) << "\n";
         }
         std::ofstream costs(out_ + "/costs.csv");

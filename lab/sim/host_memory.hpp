@@ -52,6 +52,15 @@ public:
         ++in_use_;
         return phys_addr{phys_base + (next_++) * page_bytes};
     }
+    // `n` physically consecutive frames (the stub's IDT and GDT/TSS pages are
+    // one object), always fresh from the top of the pool.
+    result<phys_addr> allocate_consecutive(std::size_t n) noexcept {
+        if (n == 0 || table_frames_ - next_ < n) return failure(error::out_of_frames);
+        const phys_addr first{phys_base + next_ * page_bytes};
+        next_ += n;
+        in_use_ += n;
+        return first;
+    }
     void deallocate_frame(phys_addr f) noexcept {
         free_.push_back(f);
         --in_use_;

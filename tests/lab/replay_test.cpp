@@ -14,38 +14,33 @@ guest_step access_step(std::uint64_t page, std::uint32_t count) {
     return {step_kind::access, false, false, count, page, page + 0x1000};
 }
 
-// A 64-bit guest folded into a 16 KiB window (four pages, 0x0-0x3fff), a
-// one-page stub:
-//   place                -> the window is empty: the stub takes a free page
-//   map 0x1000-0x2fff    -> (bottom-up: stub at 0x0, no conflict)
-//   map 0x0-0x0fff       -> conflict: the stub moves to the only free page, 0x3000
-//   map 0x3000-0x3fff    -> conflict, no free page left: a victim among
-//                           0x0, 0x1000, 0x2000 is displaced (1 page copied)
-//   5 reads of each of 0x0, 0x1000, 0x2000
-//                        -> 10 native, 5 on the displaced page: trapped and
-//                           served from the shadow store
-//   unmap 0x0-0x3fff     -> the displaced page goes back (1 page copied)
+// A 64-bit guest folded into a 64 KiB window (16 pages, 0x0-0xffff), the
+// smallest real stub: 4 pages (IDT, GDT/TSS, entry code, data; 16 KiB):
+//   place               -> the window is empty: the stub takes a free range
+//   map 0x4000-0xbfff   -> (bottom-up: stub at 0x0-0x3fff, no conflict)
+//   map 0x0-0x3fff      -> conflict: the stub moves to the only free range, 0xc000
+//   map 0xc000-0xffff   -> conflict, nothing free: a victim, 4 pages among
+//                          0x0-0xbfff, is displaced (4 pages copied)
+//   5 reads of each of the 12 pages 0x0-0xb000
+//                       -> 40 native, 20 on the 4 displaced pages: trapped
+//                          and served from the shadow store
+//   unmap 0x0-0xffff    -> the displaced pages go back (4 pages copied)
 guest_workload tiny_guest() {
     guest_workload w;
     w.name = "tiny";
     w.kind = guest_kind::events;
     w.space_last = user_half_last_64;
-    w.steps = {{step_kind::place},
-               map_step(0x1000, 0x3000),
-               map_step(0x0, 0x1000),
-               map_step(0x3000, 0x4000),
-               access_step(0x0, 5),
-               access_step(0x1000, 5),
-               access_step(0x2000, 5),
-               {step_kind::tick},
-               {step_kind::unmap, false, false, 0, 0x0, 0x4000}};
+    w.steps = {{step_kind::place}, map_step(0x4000, 0xc000), map_step(0x0, 0x4000), map_step(0xc000, 0x10000)};
+    for (std::uint64_t page = 0; page < 0xc000; page += 0x1000) w.steps.push_back(access_step(page, 5));
+    w.steps.push_back({step_kind::tick});
+    w.steps.push_back({step_kind::unmap, false, false, 0, 0x0, 0x10000});
     return w;
 }
 
 replay_config tiny_config() {
     replay_config c;
-    c.stub_pages = 1;
-    c.window = 0x4000;
+    c.stub_pages = 4;
+    c.window = 0x10000;
     c.hop_period = 0;  // no hops: the counts above are all there is
     return c;
 }
@@ -70,26 +65,27 @@ TEST_CASE("a tiny hand-worked trace replays with the counts worked out by hand (
                 CHECK(r.stats.conflicts == 2);
                 CHECK(moves_of(r.stats) == 3);  // the placement, a free move, a victim move
                 CHECK(r.stats.victim_relocations == 1);
-                CHECK(r.stats.pages_displaced == 1);
-                CHECK(r.stats.pages_restored == 1);
-                CHECK(r.stats.bytes_copied == 2 * 4096);
-                CHECK(r.stats.shadow_reads == 5);
+                CHECK(r.stats.pages_displaced == 4);
+                CHECK(r.stats.pages_restored == 4);
+                CHECK(r.stats.bytes_copied == 8 * 4096);
+                CHECK(r.stats.shadow_reads == 20);
                 CHECK(r.stats.shadow_writes == 0);
                 CHECK(r.stats.hops == 0);
-                CHECK(r.accesses == 15);
-                CHECK(r.native_accesses == 10);
+                CHECK(r.accesses == 60);
+                CHECK(r.native_accesses == 40);
                 CHECK(r.ticks == 1);
                 REQUIRE(r.shadow_per_tick.size() == 1);
-                CHECK(r.shadow_per_tick[0] == 5);
+                CHECK(r.shadow_per_tick[0] == 20);
+                CHECK(r.fixups_consistent);  // IDT, GDT, TSS and GDTR/IDTR followed all three moves
             }
         }
     }
     CHECK(memory.frames_in_use() == 0);  // every table and stub frame came back
 }
 
-TEST_CASE("top-down placement avoids the first two conflicts of the tiny trace") {
-    // Top-down puts the stub at 0x3000 first: the guest's first two maps miss
-    // it, the third hits it with no free page left -> one conflict, a victim.
+TEST_CASE("a top-down placement is missed by the first two maps of the tiny trace and conflicts once") {
+    // Top-down puts the stub at 0xc000 first: the guest's first two maps miss
+    // it, the third hits it with nothing free left -> one conflict, a victim.
     host_memory memory(4096);
     const auto r = replay(memory, tiny_guest(), tiny_config(),
                           {finder_kind::top_down, victim_kind::random_victim, tracker_kind::trap_count});
@@ -97,14 +93,15 @@ TEST_CASE("top-down placement avoids the first two conflicts of the tiny trace")
     CHECK(r.stats.conflicts == 1);
     CHECK(moves_of(r.stats) == 2);  // the placement, a victim move
     CHECK(r.stats.victim_relocations == 1);
-    CHECK(r.stats.shadow_reads == 5);
-    CHECK(r.native_accesses == 10);
+    CHECK(r.stats.shadow_reads == 20);
+    CHECK(r.native_accesses == 40);
+    CHECK(r.fixups_consistent);
 }
 
 TEST_CASE("a guest that wants the whole window leaves no victim and the replay reports it") {
     host_memory memory(4096);
     guest_workload w = tiny_guest();
-    w.steps = {{step_kind::place}, map_step(0x0, 0x4000)};
+    w.steps = {{step_kind::place}, map_step(0x0, 0x10000)};
     const auto r = replay(memory, w, tiny_config(), {});
     CHECK(r.failures == 1);
     REQUIRE(r.failure_samples.size() == 1);
@@ -115,7 +112,7 @@ TEST_CASE("a guest that wants the whole window leaves no victim and the replay r
 TEST_CASE("folding maps a 64-bit address into the window modulo its size") {
     host_memory memory(4096);
     guest_workload w = tiny_guest();
-    // 0x7f0000001000 folds to 0x1000 in a 16 KiB window: same counts as the tiny trace.
+    // 0x7f0000004000 folds to 0x4000 in a 64 KiB window: same counts as the tiny trace.
     for (auto& s : w.steps)
         if (s.kind != step_kind::place && s.kind != step_kind::tick) {
             s.start += 0x7f0000000000;
@@ -125,7 +122,7 @@ TEST_CASE("folding maps a 64-bit address into the window modulo its size") {
     CHECK(r.failures == 0);
     CHECK(r.stats.conflicts == 2);
     CHECK(r.stats.victim_relocations == 1);
-    CHECK(r.stats.shadow_reads == 5);
+    CHECK(r.stats.shadow_reads == 20);
 }
 
 TEST_CASE("event traces become map, unmap and brk steps with one tick per call") {
