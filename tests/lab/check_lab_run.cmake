@@ -1,6 +1,7 @@
 # Runs asreloc-lab on the bundled data and checks its output (ctest script):
 #  1. exit 0; results.csv has the header and one row per guest file x window x
-#     policy combination (12), each guest file with 2 x 12 rows;
+#     policy combination (12), each guest file with 2 x 12 rows; the fixups
+#     kept every stub pointer consistent; nothing refused in the native window;
 #  2. with one malformed file added to a copy of the data, exit 3, the error
 #     names the file and the line, and every other guest still has its rows.
 foreach(v LAB DATA WORK)
@@ -50,7 +51,21 @@ foreach(g IN LISTS guests)
         message(FATAL_ERROR "${g} has ${n} rows, expected 24")
     endif()
 endforeach()
-foreach(f summary.csv costs.csv)
+# Every replay ends with the stub's IDT/GDT/TSS pointers inside its final
+# placement, and in the guests' own spaces the manager refuses nothing.
+file(STRINGS "${WORK}/ok/results.csv" inconsistent REGEX ",no,[0-9.]+,[0-9.]*$")
+list(LENGTH inconsistent n)
+if(NOT n EQUAL 0)
+    list(GET inconsistent 0 first)
+    message(FATAL_ERROR "${n} rows with fixups_consistent = no, e.g. ${first}")
+endif()
+file(STRINGS "${WORK}/ok/results.csv" native_refused REGEX ",native,.*,[1-9][0-9]*,yes,[0-9.]+,[0-9.]*$")
+list(LENGTH native_refused n)
+if(NOT n EQUAL 0)
+    list(GET native_refused 0 first)
+    message(FATAL_ERROR "${n} native-window rows with refused calls, e.g. ${first}")
+endif()
+foreach(f summary.csv summary.md costs.csv)
     if(NOT EXISTS "${WORK}/ok/${f}")
         message(FATAL_ERROR "${f} was not written")
     endif()
