@@ -58,12 +58,9 @@ constexpr std::uint64_t expected_qword(std::uint64_t va) noexcept {
     }
 }
 
-// The manager's trace, on the serial log as it happens. It also tells which
-// relocations a conflict caused (each conflict event follows its move), so
-// the run can show that cases 1 and 2 happened for the reasons they should.
+// The manager's trace, on the serial log as it happens.
 struct serial_trace {
-    asreloc::trace_kind last_move = asreloc::trace_kind::placed;
-    std::uint64_t conflicts_to_free = 0, conflicts_to_victim = 0, restored = 0, quiet = 0;
+    std::uint64_t restored = 0, quiet = 0;
 
     void record(const asreloc::trace_event& e) noexcept {
         using asreloc::trace_kind;
@@ -71,16 +68,13 @@ struct serial_trace {
         switch (e.kind) {
         case trace_kind::placed: serial::line("manager: stub placed at ", to); break;
         case trace_kind::relocated_free:
-            last_move = e.kind;
             serial::line("manager: stub moved ", from, " -> ", to, " (free range)");
             break;
         case trace_kind::relocated_victim:
-            last_move = e.kind;
             serial::line("manager: stub moved ", from, " -> ", to, " over a victim: ", e.count,
                          " guest pages displaced into the shadow store");
             break;
         case trace_kind::conflict:
-            ++(last_move == trace_kind::relocated_victim ? conflicts_to_victim : conflicts_to_free);
             serial::line("manager: conflict: the guest needs ", from, ", where the stub was");
             break;
         case trace_kind::hopped: serial::line("manager: hop: placement ", from, " is hot"); break;
@@ -230,7 +224,6 @@ std::uint64_t check_guest_memory(std::uint64_t& sum) noexcept {
     // The counters as the guest's run left them (the check below reads
     // through the manager too).
     const asreloc::statistics s = manager().stats();
-    const auto& trace = manager().trace();
     std::uint64_t monitor_sum = 0;
     const std::uint64_t monitor_bad = check_guest_memory(monitor_sum);
     const std::uint64_t guest_errors = f.rsi, guest_sum = f.rdx;
@@ -239,8 +232,8 @@ std::uint64_t check_guest_memory(std::uint64_t& sum) noexcept {
 
     serial::line("demo: guest reported errors=", guest_errors, " checksum=", serial::hex{guest_sum},
                  "; monitor check: mismatches=", monitor_bad, " checksum=", serial::hex{monitor_sum});
-    serial::line("demo: cases: conflict->free=", trace.conflicts_to_free, " conflict->victim=",
-                 trace.conflicts_to_victim, " shadow_reads=", s.shadow_reads, " shadow_writes=", s.shadow_writes,
+    serial::line("demo: cases: conflict->free=", s.conflicts_into_free, " conflict->victim=",
+                 s.conflicts_over_victim, " shadow_reads=", s.shadow_reads, " shadow_writes=", s.shadow_writes,
                  " hops=", s.hops, " settled=", s.settled, " ticks=", s.ticks, " pages_displaced=", s.pages_displaced,
                  " pages_restored=", s.pages_restored, " demand_maps=", demo->demand_maps, " rollbacks=", s.rollbacks);
     serial::line("asreloc-demo: conflicts=", s.conflicts, " free_relocations=", s.free_relocations,
@@ -250,8 +243,8 @@ std::uint64_t check_guest_memory(std::uint64_t& sum) noexcept {
 
     // Each case must have happened for its own reason, not just be counted.
     const char* missing = nullptr;
-    if (trace.conflicts_to_free == 0) missing = "case 1: no conflict ended in a free relocation";
-    else if (trace.conflicts_to_victim == 0) missing = "case 2: no conflict ended over a victim";
+    if (s.conflicts_into_free == 0) missing = "case 1: no conflict ended in a free relocation";
+    else if (s.conflicts_over_victim == 0) missing = "case 2: no conflict ended over a victim";
     else if (s.shadow_reads == 0 || s.shadow_writes == 0) missing = "case 3: displaced content not both read and written";
     else if (s.hops == 0) missing = "case 4: the timer never made the stub hop";
     else if (s.settled == 0) missing = "case 4: hopping never settled on a cold placement";

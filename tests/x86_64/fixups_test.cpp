@@ -179,7 +179,7 @@ TEST_CASE("the GDTR and IDTR image fixups move the base and keep the limit") {
     CHECK(same_bytes(idtr, i0));
 }
 
-TEST_CASE("the TSS stack fixup moves stack tops in (base, base + size] and leaves zero and outside slots") {
+TEST_CASE("the TSS stack fixup moves stack tops in from base (exclusive) to base + size (inclusive) and leaves zero and outside slots") {
     task_state_segment t;
     t.rsp[0] = old_base.value() + stub_size;  // a stack at the very end of the stub
     t.rsp[1] = 0;                             // unused

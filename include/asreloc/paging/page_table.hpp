@@ -76,6 +76,22 @@ concept page_table = requires(P& pt, const P& cpt, virt_addr va, phys_addr pa, v
     { cpt.is_canonical(va) } -> std::same_as<bool>;
 };
 
+// The refinement for backends that can hand out free space before they know
+// where a gap ends (the x86-64 backend: one piece per run of not-present
+// entries of a table).
+// for_each_free_piece(window, order, visit)
+//   Calls visit(const virt_range&) with pieces of the free space inside
+//   `window`, in the order asked: every free byte in exactly one piece,
+//   pieces never overlapping, adjacent pieces possibly reported apart. A
+//   first-fit search joins them as they come and stops as soon as the run it
+//   holds fits, instead of walking to the far end of a long gap first.
+//   Errors: misaligned window.
+template <class P>
+concept piecewise_gap_walk = page_table<P> && requires(const P& cpt, virt_range r, walk_order o,
+                                                       gap_visitor_archetype gv) {
+    { cpt.for_each_free_piece(r, o, gv) } -> std::same_as<result<walk_control>>;
+};
+
 // The summary of one accessed/dirty harvest over a range, in 4 KiB pages (a
 // large page counts for the 4 KiB pages of it that lie in the range).
 struct ad_sample {

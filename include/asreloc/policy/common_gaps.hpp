@@ -61,6 +61,53 @@ result<walk_control> walk_common_gaps(std::span<const P* const> spaces, std::siz
     return r;
 }
 
+// Like walk_common_gaps, but the last space hands out free pieces (see
+// piecewise_gap_walk) where its backend can: visit then sees the free space
+// in order, in pieces that may be adjacent, and must join them itself.
+template <class P, class Visit>
+result<walk_control> walk_common_free_pieces(std::span<const P* const> spaces, std::size_t i, const virt_range& range,
+                                             walk_order order, Visit& visit) {
+    if (i + 1 < spaces.size()) {
+        bool failed = false;
+        error code{};
+        auto r = spaces[i]->for_each_gap(range, order, [&](const virt_range& gap) {
+            auto sub = walk_common_free_pieces(spaces, i + 1, gap, order, visit);
+            if (!sub) {
+                failed = true;
+                code = sub.error_code();
+                return walk_control::stop;
+            }
+            return *sub;
+        });
+        if (failed) return failure(code);
+        return r;
+    }
+    if constexpr (piecewise_gap_walk<P>) return spaces[i]->for_each_free_piece(range, order, visit);
+    else return spaces[i]->for_each_gap(range, order, visit);
+}
+
+// Joins free pieces that arrive in walk order into the run that holds the
+// latest one.
+class free_run {
+public:
+    explicit constexpr free_run(walk_order order) noexcept : order_(order) {}
+
+    constexpr const virt_range& add(const virt_range& piece) noexcept {
+        const bool adjacent = open_ && (order_ == walk_order::bottom_up ? run_.end() == piece.start()
+                                                                       : piece.end() == run_.start());
+        if (!adjacent) run_ = piece;
+        else if (order_ == walk_order::bottom_up) run_ = virt_range::from_bounds(run_.start(), piece.last());
+        else run_ = virt_range::from_bounds(piece.start(), run_.last());
+        open_ = true;
+        return run_;
+    }
+
+private:
+    walk_order order_;
+    bool open_ = false;
+    virt_range run_{};
+};
+
 // Where `r` fits in `gap` (guards inside the gap), lowest or highest start.
 // False when it does not fit. All arithmetic is checked against wrap-around.
 constexpr bool fit_lowest(const virt_range& gap, const region_request& r, virt_addr& out) noexcept {

@@ -1,6 +1,6 @@
 // First-fit region finders: the lowest (bottom-up) or highest (top-down) range
-// free in every space that satisfies a request. Each stops at the first common
-// gap that fits, so the walk is usually short.
+// free in every space that satisfies a request. Each stops as soon as the free
+// space it has seen fits, so the walk is usually short.
 #pragma once
 
 #include <span>
@@ -22,12 +22,18 @@ struct first_fit_finder {
         if (!policy_detail::page_window(request.window, window)) return failure(error::no_free_range);
         bool found = false;
         virt_addr at;
-        auto visit = [&](const virt_range& gap) {
-            found = Order == walk_order::bottom_up ? policy_detail::fit_lowest(gap, request, at)
-                                                   : policy_detail::fit_highest(gap, request, at);
+        // A first fit depends only on the gap's near end (its start bottom-up,
+        // its end top-down) and on enough room after it, so it can be judged
+        // on the run of free space seen so far: the search stops as soon as
+        // that run fits, not at the far end of the gap.
+        policy_detail::free_run run{Order};
+        auto visit = [&](const virt_range& piece) {
+            const virt_range& so_far = run.add(piece);
+            found = Order == walk_order::bottom_up ? policy_detail::fit_lowest(so_far, request, at)
+                                                   : policy_detail::fit_highest(so_far, request, at);
             return found ? walk_control::stop : walk_control::proceed;
         };
-        auto walked = policy_detail::walk_common_gaps<P>(spaces, 0, window, Order, visit);
+        auto walked = policy_detail::walk_common_free_pieces<P>(spaces, 0, window, Order, visit);
         if (!walked) return failure(walked.error_code());
         if (!found) return failure(error::no_free_range);
         return virt_range::of(at, request.size);

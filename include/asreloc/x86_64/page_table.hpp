@@ -138,8 +138,17 @@ public:
     result<walk_control> for_each_gap(virt_range window, walk_order order, Visitor&& visit) const {
         if (!window.is_aligned(page_size::size_4k)) return failure(error::misaligned);
         gap_collector<Visitor> gaps{visit, order};
-        if (walk_gaps(root_, top(), 0, window, order, gaps) == walk_control::stop) return walk_control::stop;
+        if (walk_free_runs(root_, top(), 0, window, order, gaps) == walk_control::stop) return walk_control::stop;
         return gaps.finish();
+    }
+
+    // ---- the piecewise_gap_walk refinement ----
+
+    template <class Visitor>
+    result<walk_control> for_each_free_piece(virt_range window, walk_order order, Visitor&& visit) const {
+        if (!window.is_aligned(page_size::size_4k)) return failure(error::misaligned);
+        piece_forwarder<Visitor> pieces{visit};
+        return walk_free_runs(root_, top(), 0, window, order, pieces);
     }
 
     // ---- the accessed_dirty_page_table refinement ----
@@ -367,7 +376,7 @@ private:
     public:
         gap_collector(Visitor& visit, walk_order order) noexcept : visit_(visit), order_(order) {}
 
-        walk_control add(virt_range piece) {
+        walk_control free(const virt_range& piece) {
             if (pending_) {
                 const bool adjacent = order_ == walk_order::bottom_up ? pending_range_.end() == piece.start()
                                                                       : piece.end() == pending_range_.start();
@@ -397,19 +406,62 @@ private:
         virt_range pending_range_{};
     };
 
-    template <class Collector>
-    walk_control walk_gaps(phys_addr table_phys, unsigned level, std::uint64_t base, const virt_range& window,
-                           walk_order order, Collector& gaps) const {
+    // The sinks of walk_free_runs: free(range) for a run of free entries,
+    // mapped() where a leaf interrupts the free space.
+    template <class Visitor>
+    struct piece_forwarder {
+        Visitor& visit;
+        walk_control free(const virt_range& piece) { return call(visit, piece); }
+        static walk_control mapped() noexcept { return walk_control::proceed; }
+    };
+
+    // Hands each run of not-present entries of a table, clipped to the window,
+    // to sink.free in walk order, and descends into present tables: one call
+    // per run rather than per entry, and nothing but a load and a bit test for
+    // the entries inside a run. A run never crosses a table (nor, at the top
+    // level, the non-canonical hole), so consecutive runs may be adjacent.
+    template <class Sink>
+    walk_control walk_free_runs(phys_addr table_phys, unsigned level, std::uint64_t base, const virt_range& window,
+                                walk_order order, Sink& sink) const {
         const std::uint64_t* table = table_at(table_phys);
-        return for_indices(entries_in(base, level, window), order, [&](unsigned i) {
+        const auto span = entries_in(base, level, window);
+        if (!span.any) return walk_control::proceed;
+        const bool up = order == walk_order::bottom_up;
+        const unsigned half = entries_per_table / 2;
+        bool open = false;
+        unsigned run_first = 0, run_last = 0;  // in address order
+        auto close_run = [&]() {
+            if (!open) return walk_control::proceed;
+            open = false;
+            const auto first = virt_addr{entry_address(base, level, run_first)};
+            const auto last = virt_addr{entry_address(base, level, run_last) + (entry_span(level) - 1)};
+            const auto piece = intersect(virt_range::from_bounds(first, last), window);
+            return piece.any ? sink.free(piece.range) : walk_control::proceed;
+        };
+        for (unsigned i = up ? span.first : span.last;; up ? ++i : --i) {
             const entry e{table[i]};
-            const std::uint64_t va = entry_address(base, level, i);
-            const auto piece = intersect(virt_range::of(virt_addr{va}, entry_span(level)), window);
-            if (!piece.any) return walk_control::proceed;
-            if (!e.present()) return gaps.add(piece.range);
-            if (e.is_leaf(level)) return gaps.mapped();
-            return walk_gaps(e.table_address(), level - 1, va, window, order, gaps);
-        });
+            if (!e.present()) {
+                const bool crosses_hole = open && level == top() && i == (up ? half : half - 1);
+                if (crosses_hole && close_run() == walk_control::stop) return walk_control::stop;
+                if (!open) {
+                    open = true;
+                    run_first = run_last = i;
+                } else if (up) {
+                    run_last = i;
+                } else {
+                    run_first = i;
+                }
+            } else {
+                if (close_run() == walk_control::stop) return walk_control::stop;
+                const auto step = e.is_leaf(level)
+                                      ? sink.mapped()
+                                      : walk_free_runs(e.table_address(), level - 1, entry_address(base, level, i),
+                                                       window, order, sink);
+                if (step == walk_control::stop) return walk_control::stop;
+            }
+            if (i == (up ? span.last : span.first)) break;
+        }
+        return close_run();
     }
 
     bool any_mapping_in(const virt_range& range) const noexcept {
@@ -428,7 +480,8 @@ private:
             return walk_control::stop;
         };
         gap_collector<decltype(stop_at_first)> gaps{stop_at_first, walk_order::bottom_up};
-        if (walk_gaps(root_, top(), 0, range, walk_order::bottom_up, gaps) != walk_control::stop) (void)gaps.finish();
+        if (walk_free_runs(root_, top(), 0, range, walk_order::bottom_up, gaps) != walk_control::stop)
+            (void)gaps.finish();
         return found;
     }
 
