@@ -40,16 +40,28 @@ constexpr bool page_window(const virt_range& window, virt_range& out) noexcept {
     return true;
 }
 
-// Calls visit(range) for each maximal range inside `range` free in spaces[i..];
-// visit answers walk_control. Order as asked.
-template <class P, class Visit>
-result<walk_control> walk_common_gaps(std::span<const P* const> spaces, std::size_t i, const virt_range& range,
+// How the last space of a common-gap walk reports its free space: maximal
+// gaps, or pieces (see piecewise_gap_walk) where its backend can.
+enum class last_space_walk : std::uint8_t { gaps, pieces };
+
+// Calls visit(range) for the free space inside `range` common to spaces[i..],
+// in the order asked; visit answers walk_control. Every space but the last
+// reports maximal gaps and the next space is walked inside each; the last
+// reports as `Last` says, so with pieces, visit sees the free space in pieces
+// that may be adjacent and must join them itself. spaces[i..] is not empty.
+template <last_space_walk Last, class P, class Visit>
+result<walk_control> walk_common_free(std::span<const P* const> spaces, std::size_t i, const virt_range& range,
                                       walk_order order, Visit& visit) {
-    if (i == spaces.size()) return visit(range);
+    if (i + 1 == spaces.size()) {
+        if constexpr (Last == last_space_walk::pieces && piecewise_gap_walk<P>)
+            return spaces[i]->for_each_free_piece(range, order, visit);
+        else
+            return spaces[i]->for_each_gap(range, order, visit);
+    }
     bool failed = false;
     error code{};
     auto r = spaces[i]->for_each_gap(range, order, [&](const virt_range& gap) {
-        auto sub = walk_common_gaps(spaces, i + 1, gap, order, visit);
+        auto sub = walk_common_free<Last>(spaces, i + 1, gap, order, visit);
         if (!sub) {
             failed = true;
             code = sub.error_code();
@@ -61,29 +73,18 @@ result<walk_control> walk_common_gaps(std::span<const P* const> spaces, std::siz
     return r;
 }
 
-// Like walk_common_gaps, but the last space hands out free pieces (see
-// piecewise_gap_walk) where its backend can: visit then sees the free space
-// in order, in pieces that may be adjacent, and must join them itself.
+// Each maximal range free in every one of spaces[i..].
+template <class P, class Visit>
+result<walk_control> walk_common_gaps(std::span<const P* const> spaces, std::size_t i, const virt_range& range,
+                                      walk_order order, Visit& visit) {
+    return walk_common_free<last_space_walk::gaps, P>(spaces, i, range, order, visit);
+}
+
+// The same free space, the last space handing it out in pieces.
 template <class P, class Visit>
 result<walk_control> walk_common_free_pieces(std::span<const P* const> spaces, std::size_t i, const virt_range& range,
                                              walk_order order, Visit& visit) {
-    if (i + 1 < spaces.size()) {
-        bool failed = false;
-        error code{};
-        auto r = spaces[i]->for_each_gap(range, order, [&](const virt_range& gap) {
-            auto sub = walk_common_free_pieces(spaces, i + 1, gap, order, visit);
-            if (!sub) {
-                failed = true;
-                code = sub.error_code();
-                return walk_control::stop;
-            }
-            return *sub;
-        });
-        if (failed) return failure(code);
-        return r;
-    }
-    if constexpr (piecewise_gap_walk<P>) return spaces[i]->for_each_free_piece(range, order, visit);
-    else return spaces[i]->for_each_gap(range, order, visit);
+    return walk_common_free<last_space_walk::pieces, P>(spaces, i, range, order, visit);
 }
 
 // Joins free pieces that arrive in walk order into the run that holds the
