@@ -17,6 +17,8 @@
 #include "asreloc/paging/flush.hpp"
 #include "asreloc/paging/frame_allocator.hpp"
 #include "asreloc/paging/frame_pool.hpp"
+#include "asreloc/paging/gap_index.hpp"
+#include "asreloc/paging/indexed_page_table.hpp"
 #include "asreloc/paging/mapping.hpp"
 #include "asreloc/paging/page_table.hpp"
 #include "asreloc/paging/phys_map.hpp"

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <concepts>
+#include <cstdint>
 
 #include "asreloc/core/address.hpp"
 #include "asreloc/core/attributes.hpp"
@@ -90,6 +91,22 @@ template <class P>
 concept piecewise_gap_walk = page_table<P> && requires(const P& cpt, virt_range r, walk_order o,
                                                        gap_visitor_archetype gv) {
     { cpt.for_each_free_piece(r, o, gv) } -> std::same_as<result<walk_control>>;
+};
+
+// The refinement for spaces that index their free space (indexed_page_table):
+// a search for n bytes never visits the narrower gaps.
+// for_each_gap_at_least(window, order, min_bytes, visit)
+//   As for_each_gap, but only the gaps whose part inside `window` is at least
+//   `min_bytes` long.
+// for_each_gap_by_size(window, min_bytes, visit)
+//   The same gaps, smallest first (ties: the lowest), so the first one a
+//   best-fit search can use is its answer.
+//   Errors: misaligned window.
+template <class P>
+concept sized_gap_walk = page_table<P> && requires(const P& cpt, virt_range r, walk_order o, std::uint64_t n,
+                                                   gap_visitor_archetype gv) {
+    { cpt.for_each_gap_at_least(r, o, n, gv) } -> std::same_as<result<walk_control>>;
+    { cpt.for_each_gap_by_size(r, n, gv) } -> std::same_as<result<walk_control>>;
 };
 
 // The summary of one accessed/dirty harvest over a range, in 4 KiB pages (a

@@ -20,6 +20,12 @@ struct best_fit_finder {
         if (auto ok = policy_detail::check_request(spaces.size(), request); !ok) return failure(ok.error_code());
         virt_range window;
         if (!policy_detail::page_window(request.window, window)) return failure(error::no_free_range);
+        const std::uint64_t least = policy_detail::least_gap(request);
+        if constexpr (sized_gap_walk<P>) {
+            // One indexed space hands its gaps out smallest first: the first
+            // that fits is the answer.
+            if (spaces.size() == 1) return first_that_fits_by_size(*spaces[0], window, least, request);
+        }
         bool found = false;
         std::uint64_t best_size_minus1 = 0;
         virt_addr best;
@@ -34,10 +40,26 @@ struct best_fit_finder {
             }
             return walk_control::proceed;
         };
-        auto walked = policy_detail::walk_common_gaps<P>(spaces, 0, window, walk_order::bottom_up, visit);
+        auto walked = policy_detail::walk_common_gaps<P>(spaces, 0, window, walk_order::bottom_up, least, visit);
         if (!walked) return failure(walked.error_code());
         if (!found) return failure(error::no_free_range);
         return virt_range::of(best, request.size);
+    }
+
+private:
+    template <sized_gap_walk P>
+    static result<virt_range> first_that_fits_by_size(const P& space, const virt_range& window, std::uint64_t least,
+                                                      const region_request& request) {
+        bool found = false;
+        virt_addr at;
+        auto visit = [&](const virt_range& gap) {
+            found = policy_detail::fit_lowest(gap, request, at);
+            return found ? walk_control::stop : walk_control::proceed;
+        };
+        auto walked = space.for_each_gap_by_size(window, least, visit);
+        if (!walked) return failure(walked.error_code());
+        if (!found) return failure(error::no_free_range);
+        return virt_range::of(at, request.size);
     }
 };
 

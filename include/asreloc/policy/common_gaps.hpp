@@ -40,51 +40,73 @@ constexpr bool page_window(const virt_range& window, virt_range& out) noexcept {
     return true;
 }
 
+// The least free space that can hold `r`: the stub and a guard each side
+// (saturating: a request that large fits nowhere anyway).
+constexpr std::uint64_t least_gap(const region_request& r) noexcept {
+    const std::uint64_t guards = r.guard > ~std::uint64_t{0} / 2 ? ~std::uint64_t{0} : 2 * r.guard;
+    return r.size > ~std::uint64_t{0} - guards ? ~std::uint64_t{0} : r.size + guards;
+}
+
 // How the last space of a common-gap walk reports its free space: maximal
 // gaps, or pieces (see piecewise_gap_walk) where its backend can.
 enum class last_space_walk : std::uint8_t { gaps, pieces };
+
+// One space's maximal gaps inside `range`; a space that indexes its free
+// space by size (sized_gap_walk) skips those narrower than `least`, which
+// cannot hold the request and so cannot either once intersected with the
+// other spaces' gaps.
+template <class P, class Visit>
+result<walk_control> gaps_of(const P& space, const virt_range& range, walk_order order, std::uint64_t least,
+                             Visit& visit) {
+    if constexpr (sized_gap_walk<P>) return space.for_each_gap_at_least(range, order, least, visit);
+    else return space.for_each_gap(range, order, visit);
+}
 
 // Calls visit(range) for the free space inside `range` common to spaces[i..],
 // in the order asked; visit answers walk_control. Every space but the last
 // reports maximal gaps and the next space is walked inside each; the last
 // reports as `Last` says, so with pieces, visit sees the free space in pieces
-// that may be adjacent and must join them itself. spaces[i..] is not empty.
+// that may be adjacent and must join them itself. Ranges narrower than
+// `least` may be left out. spaces[i..] is not empty.
 template <last_space_walk Last, class P, class Visit>
 result<walk_control> walk_common_free(std::span<const P* const> spaces, std::size_t i, const virt_range& range,
-                                      walk_order order, Visit& visit) {
+                                      walk_order order, std::uint64_t least, Visit& visit) {
     if (i + 1 == spaces.size()) {
-        if constexpr (Last == last_space_walk::pieces && piecewise_gap_walk<P>)
+        if constexpr (Last == last_space_walk::pieces && piecewise_gap_walk<P> && !sized_gap_walk<P>)
             return spaces[i]->for_each_free_piece(range, order, visit);
         else
-            return spaces[i]->for_each_gap(range, order, visit);
+            return gaps_of(*spaces[i], range, order, least, visit);
     }
     bool failed = false;
     error code{};
-    auto r = spaces[i]->for_each_gap(range, order, [&](const virt_range& gap) {
-        auto sub = walk_common_free<Last>(spaces, i + 1, gap, order, visit);
+    auto next_space = [&](const virt_range& gap) {
+        auto sub = walk_common_free<Last>(spaces, i + 1, gap, order, least, visit);
         if (!sub) {
             failed = true;
             code = sub.error_code();
             return walk_control::stop;
         }
         return *sub;
-    });
+    };
+    auto r = gaps_of(*spaces[i], range, order, least, next_space);
     if (failed) return failure(code);
     return r;
 }
 
-// Each maximal range free in every one of spaces[i..].
+// Each maximal range free in every one of spaces[i..] (those narrower than
+// `least` may be left out).
 template <class P, class Visit>
 result<walk_control> walk_common_gaps(std::span<const P* const> spaces, std::size_t i, const virt_range& range,
-                                      walk_order order, Visit& visit) {
-    return walk_common_free<last_space_walk::gaps, P>(spaces, i, range, order, visit);
+                                      walk_order order, std::uint64_t least, Visit& visit) {
+    return walk_common_free<last_space_walk::gaps, P>(spaces, i, range, order, least, visit);
 }
 
-// The same free space, the last space handing it out in pieces.
+// The same free space, the last space handing it out in pieces where its
+// backend can.
 template <class P, class Visit>
 result<walk_control> walk_common_free_pieces(std::span<const P* const> spaces, std::size_t i, const virt_range& range,
-                                             walk_order order, Visit& visit) {
-    return walk_common_free<last_space_walk::pieces, P>(spaces, i, range, order, visit);
+                                             walk_order order, std::uint64_t least, Visit& visit) {
+    return walk_common_free<last_space_walk::pieces, P>(spaces, i, range, order, least, visit);
 }
 
 // Joins free pieces that arrive in walk order into the run that holds the

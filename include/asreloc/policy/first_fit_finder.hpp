@@ -3,6 +3,7 @@
 // space it has seen fits, so the walk is usually short.
 #pragma once
 
+#include <cstdint>
 #include <span>
 
 #include "asreloc/core/address.hpp"
@@ -33,7 +34,8 @@ struct first_fit_finder {
                                                    : policy_detail::fit_highest(so_far, request, at);
             return found ? walk_control::stop : walk_control::proceed;
         };
-        auto walked = policy_detail::walk_common_free_pieces<P>(spaces, 0, window, Order, visit);
+        const std::uint64_t least = policy_detail::least_gap(request);
+        auto walked = policy_detail::walk_common_free_pieces<P>(spaces, 0, window, Order, least, visit);
         if (!walked) return failure(walked.error_code());
         if (!found) return failure(error::no_free_range);
         return virt_range::of(at, request.size);

@@ -1,0 +1,382 @@
+// The free space of an address space as an index: its maximal free ranges,
+// kept in address order with each subtree knowing its widest range (so the
+// first range of at least n bytes in a window is reached without visiting the
+// narrower ones) and in size order (so the smallest range that fits is reached
+// directly). A finder that asks it never walks page tables at all.
+//
+// Two treaps (randomised search trees, Seidel & Aragon 1996) threaded through
+// one array of nodes the caller provides: no heap, expected O(log n) per change
+// and per range reported, n the number of free ranges.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "asreloc/core/address.hpp"
+#include "asreloc/core/pcg32.hpp"
+#include "asreloc/paging/mapping.hpp"
+
+namespace asreloc {
+
+class gap_index {
+public:
+    static constexpr std::uint32_t nil = ~std::uint32_t{0};
+
+    // One free range. Sizes are kept as last - first ("span") so that a range
+    // reaching 2^64 - 1 never overflows.
+    struct node {
+        std::uint64_t first = 0, last = 0;
+        std::uint64_t widest = 0;                        // largest span in its address subtree
+        std::uint32_t left = nil, right = nil;           // address treap
+        std::uint32_t smaller = nil, larger = nil;       // size treap, keyed by (span, first)
+        std::uint32_t priority = 0;                      // heap order of both treaps
+    };
+
+    // Every node of `storage` is the index's until it is destroyed. A space
+    // with n maximal free ranges needs n nodes, plus one for the change in
+    // progress.
+    explicit gap_index(std::span<node> storage, std::uint64_t seed = 0x9e3779b97f4a7c15ULL) noexcept
+        : nodes_(storage.first(storage.size() < nil ? storage.size() : nil - 1)), random_(seed) {
+        clear();
+    }
+    // Moving hands the nodes over; the moved-from index is empty and has no
+    // room.
+    gap_index(gap_index&& o) noexcept
+        : nodes_(o.nodes_), random_(o.random_), by_address_(o.by_address_), by_size_(o.by_size_), spare_(o.spare_),
+          count_(o.count_) {
+        o.nodes_ = {};
+        o.by_address_ = o.by_size_ = o.spare_ = nil;
+        o.count_ = 0;
+    }
+    gap_index(const gap_index&) = delete;
+    gap_index& operator=(const gap_index&) = delete;
+    gap_index& operator=(gap_index&&) = delete;
+
+    std::size_t size() const noexcept { return count_; }
+    std::size_t capacity() const noexcept { return nodes_.size(); }
+    // Whether one more change can be recorded: a change never needs more than
+    // one node beyond those it gives back.
+    bool has_room() const noexcept { return spare_ != nil; }
+
+    void clear() noexcept {
+        by_address_ = by_size_ = nil;
+        count_ = 0;
+        spare_ = nil;
+        for (std::size_t i = nodes_.size(); i-- > 0;) give_back(static_cast<std::uint32_t>(i));
+    }
+
+    // `r` becomes free, joining the free ranges it overlaps or touches.
+    // Requires has_room().
+    void add_free(const virt_range& r) noexcept {
+        const std::uint64_t lo = r.start().value(), hi = r.last().value();
+        const std::uint32_t before = floor(lo);
+        const bool joins_before = before != nil && (nodes_[before].last >= lo || nodes_[before].last + 1 == lo);
+        std::uint32_t below, rest, touched, above;
+        split(by_address_, joins_before ? nodes_[before].first : lo, below, rest);
+        split_after(rest, hi == ~std::uint64_t{0} ? hi : hi + 1, touched, above);
+        std::uint64_t first = lo, last = hi;
+        if (touched != nil) {
+            first = min(first, nodes_[leftmost(touched)].first);
+            last = max(last, nodes_[rightmost(touched)].last);
+            release(touched);
+        }
+        by_address_ = join(join(below, make(first, last)), above);
+    }
+
+    // `r` is no longer free. Requires has_room().
+    void remove_free(const virt_range& r) noexcept {
+        const std::uint64_t lo = r.start().value(), hi = r.last().value();
+        const std::uint32_t before = floor(lo);
+        const bool cut_before = before != nil && nodes_[before].last >= lo;
+        std::uint32_t below, rest, cut, above;
+        split(by_address_, cut_before ? nodes_[before].first : lo, below, rest);
+        split_after(rest, hi, cut, above);
+        if (cut != nil) {
+            const node low = nodes_[leftmost(cut)], high = nodes_[rightmost(cut)];
+            release(cut);
+            if (low.first < lo) below = join(below, make(low.first, lo - 1));
+            if (high.last > hi) above = join(make(hi + 1, high.last), above);
+        }
+        by_address_ = join(below, above);
+    }
+
+    // Calls visit(range) for each free range whose part inside `window` is at
+    // least `min_bytes` long (that part is what visit sees), in the order
+    // asked, until visit answers stop.
+    template <class Visit>
+    walk_control for_each_gap_at_least(const virt_range& window, walk_order order, std::uint64_t min_bytes,
+                                       Visit&& visit) const {
+        return in_address_order(by_address_, window, order, span_of(min_bytes), visit);
+    }
+
+    // The same ranges, smallest part-inside-the-window first (ties: the
+    // lowest). Ranges wholly outside the window are skipped one by one, so a
+    // window far narrower than the space costs more than one in proportion.
+    template <class Visit>
+    walk_control for_each_gap_by_size(const virt_range& window, std::uint64_t min_bytes, Visit&& visit) const {
+        const std::uint64_t least = span_of(min_bytes);
+        const std::uint64_t wlo = window.start().value(), whi = window.last().value();
+        // The ranges the window's ends cut are judged by their part inside it.
+        edge_list edges;
+        const std::uint32_t at_lo = containing(wlo), at_hi = containing(whi);
+        edges.add(at_lo, clipped(at_lo, window), least);
+        if (at_hi != at_lo) edges.add(at_hi, clipped(at_hi, window), least);
+
+        std::uint64_t span = least, first = 0;
+        for (std::uint32_t t; (t = lower_bound(span, first)) != nil;) {
+            const node& n = nodes_[t];
+            span = n.last - n.first;
+            first = n.first + 1;  // ranges are disjoint: nothing else starts at n.first
+            if (t == at_lo || t == at_hi || n.last < wlo || n.first > whi) continue;
+            if (edges.emit_before(span, n.first, visit) == walk_control::stop) return walk_control::stop;
+            if (visit(range_of(n)) == walk_control::stop) return walk_control::stop;
+        }
+        return edges.emit_before(~std::uint64_t{0}, ~std::uint64_t{0}, visit, true);
+    }
+
+private:
+    static constexpr std::uint64_t min(std::uint64_t a, std::uint64_t b) noexcept { return a < b ? a : b; }
+    static constexpr std::uint64_t max(std::uint64_t a, std::uint64_t b) noexcept { return a < b ? b : a; }
+    static constexpr std::uint64_t span_of(std::uint64_t bytes) noexcept { return bytes == 0 ? 0 : bytes - 1; }
+    static constexpr virt_range range_of(const node& n) noexcept {
+        return virt_range::from_bounds(virt_addr{n.first}, virt_addr{n.last});
+    }
+
+    // Up to two clipped ranges at the window's ends, in size order.
+    struct edge_list {
+        virt_range range[2]{};
+        std::uint32_t count = 0, emitted = 0;
+
+        void add(std::uint32_t t, const virt_range& r, std::uint64_t least) noexcept {
+            if (t == nil || r.last() - r.start() < least) return;
+            range[count++] = r;
+            if (count == 2 && before(range[1], range[0])) {
+                const virt_range swap = range[0];
+                range[0] = range[1];
+                range[1] = swap;
+            }
+        }
+        static constexpr bool before(const virt_range& a, const virt_range& b) noexcept {
+            const std::uint64_t sa = a.last() - a.start(), sb = b.last() - b.start();
+            return sa != sb ? sa < sb : a.start() < b.start();
+        }
+        // Reports the edges ordered before (span, first), or all that are left.
+        template <class Visit>
+        walk_control emit_before(std::uint64_t span, std::uint64_t first, Visit& visit, bool all = false) noexcept {
+            for (; emitted < count; ++emitted) {
+                const virt_range& r = range[emitted];
+                const std::uint64_t s = r.last() - r.start();
+                if (!all && (s > span || (s == span && r.start().value() > first))) break;
+                if (visit(r) == walk_control::stop) return walk_control::stop;
+            }
+            return walk_control::proceed;
+        }
+    };
+
+    virt_range clipped(std::uint32_t t, const virt_range& window) const noexcept {
+        if (t == nil) return {};
+        return virt_range::from_bounds(virt_addr{max(nodes_[t].first, window.start().value())},
+                                       virt_addr{min(nodes_[t].last, window.last().value())});
+    }
+
+    template <class Visit>
+    walk_control in_address_order(std::uint32_t t, const virt_range& w, walk_order order, std::uint64_t least,
+                                  Visit& visit) const {
+        if (t == nil || nodes_[t].widest < least) return walk_control::proceed;
+        const node& n = nodes_[t];
+        // The left subtree lies below n.first, the right one above n.last.
+        const bool left_may_meet = n.first > w.start().value(), right_may_meet = n.last < w.last().value();
+        auto self = [&] {
+            const std::uint64_t lo = max(n.first, w.start().value()), hi = min(n.last, w.last().value());
+            if (lo > hi || hi - lo < least) return walk_control::proceed;
+            return visit(virt_range::from_bounds(virt_addr{lo}, virt_addr{hi}));
+        };
+        const std::uint32_t near = order == walk_order::bottom_up ? n.left : n.right;
+        const std::uint32_t far = order == walk_order::bottom_up ? n.right : n.left;
+        const bool near_may_meet = order == walk_order::bottom_up ? left_may_meet : right_may_meet;
+        const bool far_may_meet = order == walk_order::bottom_up ? right_may_meet : left_may_meet;
+        if (near_may_meet && in_address_order(near, w, order, least, visit) == walk_control::stop)
+            return walk_control::stop;
+        if (self() == walk_control::stop) return walk_control::stop;
+        if (far_may_meet) return in_address_order(far, w, order, least, visit);
+        return walk_control::proceed;
+    }
+
+    // ---- nodes ----
+
+    void give_back(std::uint32_t t) noexcept {
+        nodes_[t].left = spare_;
+        spare_ = t;
+    }
+
+    std::uint32_t make(std::uint64_t first, std::uint64_t last) noexcept {
+        const std::uint32_t t = spare_;  // has_room() was the caller's promise
+        spare_ = nodes_[t].left;
+        nodes_[t] = node{.first = first, .last = last, .widest = last - first, .priority = random_()};
+        by_size_ = insert_by_size(by_size_, t);
+        ++count_;
+        return t;
+    }
+
+    // Gives back every node of an address subtree, after taking it out of the
+    // size treap.
+    void release(std::uint32_t t) noexcept {
+        if (t == nil) return;
+        release(nodes_[t].left);
+        release(nodes_[t].right);
+        by_size_ = erase_by_size(by_size_, t);
+        --count_;
+        give_back(t);
+    }
+
+    // ---- the address treap ----
+
+    void pull(std::uint32_t t) noexcept {
+        node& n = nodes_[t];
+        n.widest = n.last - n.first;
+        if (n.left != nil) n.widest = max(n.widest, nodes_[n.left].widest);
+        if (n.right != nil) n.widest = max(n.widest, nodes_[n.right].widest);
+    }
+
+    // Splits t into the ranges starting below `key` and the rest.
+    void split(std::uint32_t t, std::uint64_t key, std::uint32_t& lo, std::uint32_t& hi) noexcept {
+        if (t == nil) {
+            lo = hi = nil;
+            return;
+        }
+        if (nodes_[t].first < key) {
+            split(nodes_[t].right, key, nodes_[t].right, hi);
+            lo = t;
+        } else {
+            split(nodes_[t].left, key, lo, nodes_[t].left);
+            hi = t;
+        }
+        pull(t);
+    }
+
+    // Splits t into the ranges starting at or below `key` and the rest.
+    void split_after(std::uint32_t t, std::uint64_t key, std::uint32_t& lo, std::uint32_t& hi) noexcept {
+        if (key == ~std::uint64_t{0}) {
+            lo = t;
+            hi = nil;
+            return;
+        }
+        split(t, key + 1, lo, hi);
+    }
+
+    // Joins two treaps, every range of `a` below every range of `b`.
+    std::uint32_t join(std::uint32_t a, std::uint32_t b) noexcept {
+        if (a == nil) return b;
+        if (b == nil) return a;
+        if (nodes_[a].priority > nodes_[b].priority) {
+            nodes_[a].right = join(nodes_[a].right, b);
+            pull(a);
+            return a;
+        }
+        nodes_[b].left = join(a, nodes_[b].left);
+        pull(b);
+        return b;
+    }
+
+    std::uint32_t leftmost(std::uint32_t t) const noexcept {
+        while (nodes_[t].left != nil) t = nodes_[t].left;
+        return t;
+    }
+    std::uint32_t rightmost(std::uint32_t t) const noexcept {
+        while (nodes_[t].right != nil) t = nodes_[t].right;
+        return t;
+    }
+
+    // The range starting at or below va with the highest start, or nil.
+    std::uint32_t floor(std::uint64_t va) const noexcept {
+        std::uint32_t found = nil;
+        for (std::uint32_t t = by_address_; t != nil;) {
+            if (nodes_[t].first <= va) {
+                found = t;
+                t = nodes_[t].right;
+            } else {
+                t = nodes_[t].left;
+            }
+        }
+        return found;
+    }
+    std::uint32_t containing(std::uint64_t va) const noexcept {
+        const std::uint32_t t = floor(va);
+        return t != nil && nodes_[t].last >= va ? t : nil;
+    }
+
+    // ---- the size treap, keyed by (span, first) ----
+
+    bool size_less(std::uint32_t a, std::uint64_t span, std::uint64_t first) const noexcept {
+        const std::uint64_t s = nodes_[a].last - nodes_[a].first;
+        return s != span ? s < span : nodes_[a].first < first;
+    }
+
+    std::uint32_t insert_by_size(std::uint32_t t, std::uint32_t x) noexcept {
+        if (t == nil) return x;
+        const std::uint64_t span = nodes_[x].last - nodes_[x].first, first = nodes_[x].first;
+        if (nodes_[x].priority > nodes_[t].priority) {
+            split_by_size(t, span, first, nodes_[x].smaller, nodes_[x].larger);
+            return x;
+        }
+        if (size_less(t, span, first)) nodes_[t].larger = insert_by_size(nodes_[t].larger, x);
+        else nodes_[t].smaller = insert_by_size(nodes_[t].smaller, x);
+        return t;
+    }
+
+    void split_by_size(std::uint32_t t, std::uint64_t span, std::uint64_t first, std::uint32_t& lo,
+                       std::uint32_t& hi) noexcept {
+        if (t == nil) {
+            lo = hi = nil;
+            return;
+        }
+        if (size_less(t, span, first)) {
+            split_by_size(nodes_[t].larger, span, first, nodes_[t].larger, hi);
+            lo = t;
+        } else {
+            split_by_size(nodes_[t].smaller, span, first, lo, nodes_[t].smaller);
+            hi = t;
+        }
+    }
+
+    std::uint32_t join_by_size(std::uint32_t a, std::uint32_t b) noexcept {
+        if (a == nil) return b;
+        if (b == nil) return a;
+        if (nodes_[a].priority > nodes_[b].priority) {
+            nodes_[a].larger = join_by_size(nodes_[a].larger, b);
+            return a;
+        }
+        nodes_[b].smaller = join_by_size(a, nodes_[b].smaller);
+        return b;
+    }
+
+    std::uint32_t erase_by_size(std::uint32_t t, std::uint32_t x) noexcept {
+        if (t == x) return join_by_size(nodes_[t].smaller, nodes_[t].larger);
+        const std::uint64_t span = nodes_[x].last - nodes_[x].first, first = nodes_[x].first;
+        if (size_less(t, span, first)) nodes_[t].larger = erase_by_size(nodes_[t].larger, x);
+        else nodes_[t].smaller = erase_by_size(nodes_[t].smaller, x);
+        return t;
+    }
+
+    // The smallest range at or after (span, first) in size order, or nil.
+    std::uint32_t lower_bound(std::uint64_t span, std::uint64_t first) const noexcept {
+        std::uint32_t found = nil;
+        for (std::uint32_t t = by_size_; t != nil;) {
+            if (size_less(t, span, first)) {
+                t = nodes_[t].larger;
+            } else {
+                found = t;
+                t = nodes_[t].smaller;
+            }
+        }
+        return found;
+    }
+
+    std::span<node> nodes_;
+    pcg32 random_;
+    std::uint32_t by_address_ = nil, by_size_ = nil, spare_ = nil;
+    std::size_t count_ = 0;
+};
+
+}  // namespace asreloc
