@@ -180,27 +180,34 @@ private:
                                        virt_addr{min(nodes_[t].last, window.last().value())});
     }
 
+    // In-order walk of the subtree at t, pruning subtrees with no range wide
+    // enough and subtrees outside the window before descending into them.
     template <class Visit>
     walk_control in_address_order(std::uint32_t t, const virt_range& w, walk_order order, std::uint64_t least,
                                   Visit& visit) const {
-        if (t == nil || nodes_[t].widest < least) return walk_control::proceed;
-        const node& n = nodes_[t];
-        // The left subtree lies below n.first, the right one above n.last.
-        const bool left_may_meet = n.first > w.start().value(), right_may_meet = n.last < w.last().value();
-        auto self = [&] {
-            const std::uint64_t lo = max(n.first, w.start().value()), hi = min(n.last, w.last().value());
-            if (lo > hi || hi - lo < least) return walk_control::proceed;
-            return visit(virt_range::from_bounds(virt_addr{lo}, virt_addr{hi}));
-        };
-        const std::uint32_t near = order == walk_order::bottom_up ? n.left : n.right;
-        const std::uint32_t far = order == walk_order::bottom_up ? n.right : n.left;
-        const bool near_may_meet = order == walk_order::bottom_up ? left_may_meet : right_may_meet;
-        const bool far_may_meet = order == walk_order::bottom_up ? right_may_meet : left_may_meet;
-        if (near_may_meet && in_address_order(near, w, order, least, visit) == walk_control::stop)
-            return walk_control::stop;
-        if (self() == walk_control::stop) return walk_control::stop;
-        if (far_may_meet) return in_address_order(far, w, order, least, visit);
+        const std::uint64_t wlo = w.start().value(), whi = w.last().value();
+        while (t != nil && nodes_[t].widest >= least) {
+            const node& n = nodes_[t];
+            // The left subtree lies below n.first, the right one above n.last.
+            const bool up = order == walk_order::bottom_up;
+            const std::uint32_t near = up ? n.left : n.right, far = up ? n.right : n.left;
+            const bool near_may_meet = up ? n.first > wlo : n.last < whi;
+            const bool far_may_meet = up ? n.last < whi : n.first > wlo;
+            if (near_may_meet && wide_enough(near, least) &&
+                in_address_order(near, w, order, least, visit) == walk_control::stop)
+                return walk_control::stop;
+            const std::uint64_t lo = max(n.first, wlo), hi = min(n.last, whi);
+            if (lo <= hi && hi - lo >= least &&
+                visit(virt_range::from_bounds(virt_addr{lo}, virt_addr{hi})) == walk_control::stop)
+                return walk_control::stop;
+            if (!far_may_meet) break;
+            t = far;  // the far subtree last: a loop, not a call
+        }
         return walk_control::proceed;
+    }
+
+    bool wide_enough(std::uint32_t t, std::uint64_t least) const noexcept {
+        return t != nil && nodes_[t].widest >= least;
     }
 
     // ---- nodes ----
