@@ -63,7 +63,13 @@ struct guest_workload {
     std::uint64_t ticks = 0;
 };
 
-inline constexpr std::uint64_t user_half_last_64 = (std::uint64_t{1} << 47) - 1;
+// A 64-bit Linux process owns the user half but its last page: TASK_SIZE_MAX
+// is 2^47 - 4 KiB (arch/x86/include/asm/page_64_types.h), because a SYSCALL
+// in the last bytes would return to a non-canonical address. The stub has a
+// like limit:
+// a stack that ends at its last byte would have its top at 2^47, which the CPU
+// refuses to load from the TSS (#SS), so the stack fixup refuses that placement.
+inline constexpr std::uint64_t user_half_last_64 = (std::uint64_t{1} << 47) - 4096 - 1;
 inline constexpr std::uint64_t space_last_32 = (std::uint64_t{1} << 32) - 1;
 
 namespace workload_detail {

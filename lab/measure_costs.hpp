@@ -96,7 +96,7 @@ inline void measure_costs(host_memory& memory, std::uint64_t stub_pages, cost_ta
         manager(*monitor, finder, victims, store, tracker, tlb, map, {}, replay_detail::hop_sink{&log});
     if (!manager.add_guest_space(*guest)) return;
     // The lab's real stub: moving it runs the x86-64 fixups (IDT, GDT, TSS, GDTR/IDTR) too.
-    replay_detail::lab_stub stub(memory, stub_pages);
+    replay_detail::lab_stub stub(memory, stub_pages, x86_64::paging_mode::four_level);
     if (!stub.complete() || !manager.add_fixups(stub.fixups())) return;
     std::array<stub_page, max_stub_pages> stub_list{};
     for (std::size_t i = 0; i < stub.frames().size(); ++i) stub_list[i] = {stub.frames()[i], read_write};

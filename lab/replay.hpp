@@ -11,6 +11,7 @@
 #include <iterator>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,8 @@ struct replay_result {
     statistics stats;
     bool placed = false;
     bool first_placement_victim = false;
+    std::optional<virt_range> first_placement;  // where the stub was first placed
+    std::optional<virt_range> final_placement;  // and where it was after the last step
     std::uint64_t accesses = 0;          // guest accesses replayed
     std::uint64_t native_accesses = 0;   // of them, served by the tables without a trap
     std::uint64_t mapping_calls = 0;     // guest_map + guest_unmap calls made
@@ -111,7 +114,7 @@ class lab_stub {
 public:
     static constexpr virt_addr built_for{0x10000};
 
-    lab_stub(host_memory& memory, std::uint64_t pages) : memory_(memory) {
+    lab_stub(host_memory& memory, std::uint64_t pages, x86_64::paging_mode mode) : memory_(memory) {
         auto tables = pages >= 4 ? memory.allocate_consecutive(2) : failure(error::out_of_frames);
         if (tables) {
             frames_.push_back(*tables);
@@ -133,7 +136,7 @@ public:
         tables_->place(built_for);
         tables_->tss.rsp[0] = built_for.value() + shape.size();
         tables_->tss.ist[0] = built_for.value() + shape.size() - 2048;
-        fixups_.emplace(*tables_, pages * page_bytes);
+        fixups_.emplace(*tables_, pages * page_bytes, mode);  // the mode: which stack tops are canonical
     }
     lab_stub(const lab_stub&) = delete;
     lab_stub& operator=(const lab_stub&) = delete;
@@ -153,10 +156,12 @@ public:
         const std::uint64_t entry = b + 2 * page_bytes;
         for (std::size_t v = 0; v < 32; ++v)
             if (t.idt_gates[v].offset() != entry + 16 * v) return false;
-        const std::uint64_t gdtr = t.gdtr.base, idtr = t.idtr.base, rsp0 = t.tss.rsp[0];
+        const std::uint64_t gdtr = t.gdtr.base, idtr = t.idtr.base, rsp0 = t.tss.rsp[0], ist1 = t.tss.ist[0];
+        // Stack tops wrap to 0 at 2^64 as the CPU's RSP does (a stub at the very top).
+        const std::uint64_t top = built_for.value() + frames_.size() * page_bytes + delta;
         return t.gdt.tss.base() == b + x86_64::stub_tables::tss_offset() &&
                gdtr == b + x86_64::stub_tables::gdt_offset() && idtr == b + x86_64::stub_tables::idt_offset() &&
-               rsp0 == built_for.value() + frames_.size() * page_bytes + delta;
+               rsp0 == top && ist1 == top - 2048;
     }
 
 private:
@@ -232,7 +237,10 @@ public:
             }
         }
         result_.stats = manager_.stats();
-        if (auto p = manager_.placement()) result_.fixups_consistent = stub.consistent_at(p->start());
+        if (auto p = manager_.placement()) {
+            result_.final_placement = *p;
+            result_.fixups_consistent = stub.consistent_at(p->start());
+        }
         result_.hops_to_settle = hops_.settled ? hops_.hops_at_last_settle : hops_.hops;
         result_.settled = hops_.settled;
         // Leave the guest space as the guest had it, so its tables can be torn down normally.
@@ -286,6 +294,7 @@ private:
         }
         result_.placed = true;
         result_.first_placement_victim = r->kind == relocation_kind::victim;
+        if (auto at = manager_.placement()) result_.first_placement = *at;
     }
 
     // Maps [s, e) of the guest (one folded piece): guest frames come from the
@@ -529,7 +538,7 @@ replay_result replay_with(host_memory& memory, const guest_workload& w, const re
         failed.failure_samples.push_back("out of frames for the spaces");
         return failed;
     }
-    lab_stub stub(memory, c.stub_pages);
+    lab_stub stub(memory, c.stub_pages, mode);
     if (!stub.complete()) {
         failed.failures = 1;
         failed.failure_samples.push_back("no frames for the stub (or fewer than 4 stub pages)");

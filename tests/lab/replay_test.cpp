@@ -109,6 +109,46 @@ TEST_CASE("a guest that wants the whole window leaves no victim and the replay r
     CHECK(r.stats.conflicts == 0);
 }
 
+// A whole 64-bit guest OS space (both halves, the window's last byte is
+// 2^64 - 1) with a kernel mapping in the upper half: top-down puts the stub
+// in the last pages of the space, its stack tops stored as 0 (as the CPU's
+// RSP wraps); a later map over its lower pages moves it below that map.
+guest_workload whole_space_guest(bool five_level) {
+    guest_workload w;
+    w.name = five_level ? "top-5-level" : "top-4-level";
+    w.kind = guest_kind::guest_os;
+    w.space_last = ~std::uint64_t{0};
+    w.five_level = five_level;
+    w.steps = {map_step(0xffff'8000'0000'0000, 0xffff'8000'0010'0000), {step_kind::place},
+               map_step(0 - 0x10000, 0 - 0x1000)};
+    return w;
+}
+
+TEST_CASE("top-down places the stub at the very top of a whole 64-bit guest space and moves it away on a conflict") {
+    host_memory memory(4096);
+    for (bool five_level : {false, true}) {
+        for (auto victims : {victim_kind::random_victim, victim_kind::coldest_victim}) {
+            replay_config c = tiny_config();
+            c.window = 0;  // native: the guest's whole space
+            const policy_combo p{finder_kind::top_down, victims, tracker_kind::trap_count};
+            INFO(p.name() << (five_level ? " 5-level" : " 4-level"));
+            const auto r = replay(memory, whole_space_guest(five_level), c, p);
+            for (const auto& f : r.failure_samples) INFO(f);
+            CHECK(r.failures == 0);
+            REQUIRE(r.first_placement.has_value());
+            CHECK(r.first_placement->start().value() == 0 - 0x4000);
+            CHECK(r.first_placement->last().value() == ~std::uint64_t{0});
+            CHECK_FALSE(r.first_placement_victim);
+            CHECK(r.stats.conflicts == 1);
+            CHECK(r.stats.free_relocations == 1);
+            REQUIRE(r.final_placement.has_value());
+            CHECK(r.final_placement->last().value() == 0 - 0x10000 - 1);  // right below the guest's new map
+            CHECK(r.fixups_consistent);  // IDT, GDT, TSS (RSP0 = 0 at the top) and GDTR/IDTR followed both moves
+        }
+    }
+    CHECK(memory.frames_in_use() == 0);
+}
+
 TEST_CASE("folding maps a 64-bit address into the window modulo its size") {
     host_memory memory(4096);
     guest_workload w = tiny_guest();

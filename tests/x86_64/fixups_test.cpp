@@ -1,10 +1,12 @@
 // The x86-64 fixups move exactly what points into the stub, refuse moves they
 // could not undo, and apply(to, from) restores every byte.
 #include <asreloc/x86_64/fixups.hpp>
+#include <asreloc/x86_64/stub_layout.hpp>
 
 #include <array>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 
 #include <catch2/catch.hpp>
@@ -224,4 +226,182 @@ TEST_CASE("the TSS stack fixup refuses, unchanged, when a stack that stays has i
     tss_stacks_fixup_context ctx{&t, stub_size};
     CHECK(failed_with(tss_stacks_fixup(ctx)(old_base, new_base), error::fixup_refused));
     CHECK(same_bytes(t, before));
+}
+
+// ---------------------------------------------------------------------------
+// The very top of the 64-bit space.
+
+namespace {
+
+// The tables as an embedder builds them for a stub whose base is `base`;
+// base + size wraps to 0 at the top, as the CPU's RSP does.
+void build_tables(stub_tables& t, const stub_layout& layout, virt_addr base) {
+    t.place(base);
+    for (std::size_t v = 0; v < 32; ++v)
+        t.idt_gates[v] = idt_gate::make(base.value() + layout.entry_code_offset() + 16 * v, kernel_code_selector,
+                                        system_type::interrupt_gate, privilege_level::ring0, v == 8 ? 1 : 0);
+    t.tss.rsp[0] = base.value() + layout.size();                 // the ring-0 stack: top of the data pages
+    t.tss.ist[0] = base.value() + layout.data_offset() + 0x800;  // the double-fault stack
+}
+
+bool same_tables(const stub_tables& a, const stub_tables& b) { return std::memcmp(&a, &b, sizeof(stub_tables)) == 0; }
+
+constexpr stub_layout top_layout{1, 2};
+constexpr virt_addr top_base{0 - top_layout.size()};  // the stub's last byte is 2^64 - 1
+constexpr virt_addr low_base{0x0000'0000'0040'0000};
+
+}  // namespace
+
+TEST_CASE("a stub moved to the very top of the 64-bit space has RSP0 = 0 and every table where the guest sees it") {
+    auto t = std::make_unique<stub_tables>();
+    auto original = std::make_unique<stub_tables>();
+    auto expected = std::make_unique<stub_tables>();
+    build_tables(*t, top_layout, low_base);
+    build_tables(*expected, top_layout, top_base);
+    std::memcpy(original.get(), t.get(), sizeof(stub_tables));
+    stub_fixups fixups(*t, top_layout.size());
+    const auto list = fixups.list();
+
+    for (const auto& f : list) REQUIRE(f(low_base, top_base));
+    CHECK(same_tables(*t, *expected));
+    const std::uint64_t rsp0 = t->tss.rsp[0], ist1 = t->tss.ist[0];
+    CHECK(rsp0 == 0);
+    CHECK(ist1 == top_base.value() + top_layout.data_offset() + 0x800);
+    // The first push (RSP is decremented first) lands in the stub's last data page, canonical.
+    const virt_addr first_push{rsp0 - 8};
+    CHECK(first_push.value() == 0xFFFF'FFFF'FFFF'FFF8);
+    CHECK(first_push.is_canonical(48));
+    CHECK(first_push - top_base >= top_layout.data_offset());
+    CHECK(copy_of(t->tss.rsp[1]) == 0);  // unused slots stay unused
+    CHECK(copy_of(t->tss.ist[1]) == 0);
+    CHECK(t->gdt.tss.base() == top_base.value() + stub_tables::tss_offset());
+    CHECK(copy_of(t->gdtr.base) == top_base.value() + stub_tables::gdt_offset());
+    CHECK(copy_of(t->idtr.base) == top_base.value());
+    CHECK(t->idt_gates[31].offset() == top_base.value() + top_layout.entry_code_offset() + 16 * 31);
+
+    // Back, exactly (the manager's rollback) ...
+    for (const auto& f : list) REQUIRE(f(top_base, low_base));
+    CHECK(same_tables(*t, *original));
+    // ... and a hop away from the top later on: RSP0 = 0 is still the stack in use and follows.
+    for (const auto& f : list) REQUIRE(f(low_base, top_base));
+    const virt_addr elsewhere{0xFFFF'8000'0020'0000};
+    build_tables(*expected, top_layout, elsewhere);
+    for (const auto& f : list) REQUIRE(f(top_base, elsewhere));
+    CHECK(same_tables(*t, *expected));
+}
+
+TEST_CASE("a placement one byte past the top of the 64-bit space is refused as non-canonical, nothing written") {
+    auto t = std::make_unique<stub_tables>();
+    auto original = std::make_unique<stub_tables>();
+    build_tables(*t, top_layout, low_base);
+    std::memcpy(original.get(), t.get(), sizeof(stub_tables));
+    stub_fixups fixups(*t, top_layout.size());
+    const virt_addr past = top_base + 1;  // its end would be 2^64 + 1; RSP0 would wrap to 1
+    for (const auto& f : fixups.list()) CHECK(failed_with(f(low_base, past), error::non_canonical));
+    CHECK(same_tables(*t, *original));
+    // The stack fixup alone, a page past: the stub's last page would wrap to address 0.
+    task_state_segment tss;
+    tss.rsp[0] = low_base.value() + top_layout.size();
+    const auto before = tss;
+    tss_stacks_fixup_context ctx{&tss, top_layout.size()};
+    CHECK(failed_with(tss_stacks_fixup(ctx)(low_base, top_base + page_bytes), error::non_canonical));
+    CHECK(same_bytes(tss, before));
+}
+
+TEST_CASE("a stack top at the end of the lower canonical half is refused with 4-level paging and kept with 5-level") {
+    const std::uint64_t size = top_layout.size();
+    const virt_addr below_hole{(std::uint64_t{1} << 47) - size};  // the stub's last byte is 2^47 - 1
+    task_state_segment tss;
+    tss.rsp[0] = low_base.value() + size;
+    const auto before = tss;
+    tss_stacks_fixup_context four{&tss, size, paging_mode::four_level};
+    CHECK(failed_with(tss_stacks_fixup(four)(low_base, below_hole), error::non_canonical));
+    CHECK(same_bytes(tss, before));
+    tss_stacks_fixup_context five{&tss, size, paging_mode::five_level};
+    REQUIRE(tss_stacks_fixup(five)(low_base, below_hole));
+    CHECK(copy_of(tss.rsp[0]) == std::uint64_t{1} << 47);
+    REQUIRE(tss_stacks_fixup(five)(below_hole, low_base));
+    CHECK(same_bytes(tss, before));
+}
+
+TEST_CASE("a stub built at the very top needs its stacks named: unnamed, a zero pointer is ambiguous and refused") {
+    const std::uint64_t size = top_layout.size();
+    task_state_segment tss;
+    tss.rsp[0] = 0;                                // the top of a stack ending at 2^64
+    tss.ist[0] = top_base.value() + size - 0x800;  // IST1
+    const auto before = tss;
+    tss_stacks_fixup_context unnamed{&tss, size};
+    CHECK(failed_with(tss_stacks_fixup(unnamed)(top_base, low_base), error::fixup_refused));
+    CHECK(same_bytes(tss, before));
+    CHECK_FALSE(unnamed.stacks_named);  // a refusal learns nothing
+
+    tss_stacks_fixup_context named{&tss, size, paging_mode::four_level, tss_stack_set::rsp(0) | tss_stack_set::ist(1),
+                                   true};
+    REQUIRE(tss_stacks_fixup(named)(top_base, low_base));
+    CHECK(copy_of(tss.rsp[0]) == low_base.value() + size);
+    CHECK(copy_of(tss.ist[0]) == low_base.value() + size - 0x800);
+    CHECK(copy_of(tss.rsp[1]) == 0);
+    CHECK(copy_of(tss.ist[6]) == 0);
+    REQUIRE(tss_stacks_fixup(named)(low_base, top_base));
+    CHECK(same_bytes(tss, before));
+
+    // The same with the whole stub: stub_fixups::name_stacks.
+    auto t = std::make_unique<stub_tables>();
+    auto expected = std::make_unique<stub_tables>();
+    build_tables(*t, top_layout, top_base);
+    build_tables(*expected, top_layout, low_base);
+    stub_fixups fixups(*t, top_layout.size());
+    fixups.name_stacks(tss_stack_set::rsp(0) | tss_stack_set::ist(1));
+    for (const auto& f : fixups.list()) REQUIRE(f(top_base, low_base));
+    CHECK(same_tables(*t, *expected));
+}
+
+TEST_CASE("the stack sets name RSP0-2 and IST1-7 in TSS order") {
+    STATIC_REQUIRE(tss_stack_set::rsp(0).bits == 0x001);
+    STATIC_REQUIRE(tss_stack_set::rsp(2).bits == 0x004);
+    STATIC_REQUIRE(tss_stack_set::ist(1).bits == 0x008);
+    STATIC_REQUIRE(tss_stack_set::ist(7).bits == 0x200);
+    task_state_segment tss;
+    tss.rsp[2] = 0x1000;
+    tss.ist[6] = 0x2000;
+    CHECK(tss_stack_set::nonzero_in(tss) == (tss_stack_set::rsp(2) | tss_stack_set::ist(7)));
+    CHECK(stack_pointer(tss, 9) == 0x2000);
+    set_stack_pointer(tss, 3, 0x3000);
+    CHECK(copy_of(tss.ist[0]) == 0x3000);
+}
+
+TEST_CASE("random stacks near the top of the space: a move either refuses untouched or its reverse restores every byte") {
+    const auto s = seed();
+    INFO("seed " << s);
+    std::mt19937_64 rng(s);
+    const std::uint64_t size = 0x4000;
+    const std::uint64_t region = 0 - 0x10'0000;  // the last MiB of the space; placements may also run past it
+    for (int round = 0; round < 500; ++round) {
+        const std::uint64_t from = region + 0x1000 * (rng() % 256);
+        const std::uint64_t to = region + 0x1000 * (rng() % 258);  // up to two pages past the top
+        task_state_segment tss;
+        for (std::size_t i = 0; i < tss_stack_count; ++i) {
+            if (rng() % 3 == 0) continue;  // unused
+            set_stack_pointer(tss, i, rng() % 2 ? from + 1 + rng() % size : region + rng() % 0x10'0000);
+        }
+        const auto before = tss;
+        CAPTURE(round, from, to);
+        const bool from_fits = from + (size - 1) >= from, to_fits = to + (size - 1) >= to;
+        tss_stacks_fixup_context ctx{&tss, size};
+        const auto r = tss_stacks_fixup(ctx)(virt_addr{from}, virt_addr{to});
+        if (!r) {
+            CHECK(same_bytes(tss, before));
+            if (!from_fits || !to_fits) CHECK(failed_with(r, error::non_canonical));
+            else CHECK(failed_with(r, error::fixup_refused));
+            continue;
+        }
+        CHECK((from_fits && to_fits));
+        for (std::size_t i = 0; i < tss_stack_count; ++i) {
+            const std::uint64_t v = stack_pointer(before, i);
+            const bool ours = v != 0 && v - from - 1 < size;
+            CHECK(stack_pointer(tss, i) == (ours ? v - from + to : v));
+        }
+        REQUIRE(tss_stacks_fixup(ctx)(virt_addr{to}, virt_addr{from}));
+        CHECK(same_bytes(tss, before));
+    }
 }

@@ -5,9 +5,21 @@
 // Which values move: a value points into the stub when it lies in the stub's
 // old placement [from, from + stub_size). Stack pointers (RSP0-2, IST1-7) are
 // stack *tops*, so for them the window is (from, from + stub_size]: a stack at
-// the very end of the stub has its top at from + stub_size, and a zero
-// (unused) slot never moves. Gates that are not present are ignored: the CPU
-// never reads their offset. Everything else is left alone.
+// the very end of the stub has its top at from + stub_size. Gates that are not
+// present are ignored: the CPU never reads their offset. Everything else is
+// left alone.
+//
+// A stub at the very top of the address space: in 64-bit mode the CPU loads
+// RSP0/ISTn, aligns it down to 16 bytes and decrements RSP before each push
+// (SDM vol. 3A, 6.14.4 "Stack Switching in IA-32e Mode" and 6.14.5), so a
+// stack whose last byte is 2^64 - 1 has its top stored as 0, a canonical
+// value, and its first push writes 0xFFFF'FFFF'FFFF'FFF8. The arithmetic here is modulo 2^64
+// and accepts that top. (The legacy 32-bit TSS is the same modulo 2^32: ESP0 =
+// 0 tops a stack that ends at 4 GiB. This library has no 32-bit TSS; a 32-bit
+// guest's 4 GiB window holds a 64-bit stub whose stack top 2^32 needs no wrap.)
+// What is refused with error::non_canonical, nothing written: a placement
+// that itself runs past 2^64, and a stack top that would be non-canonical
+// (the end of the lower half, 2^47 or 2^56: the CPU would raise #SS on it).
 //
 // Exact reversal: a fixup refuses (error::fixup_refused, nothing written) when
 // a value that does not move already lies in the new placement's window,
@@ -30,6 +42,7 @@
 #include "asreloc/core/result.hpp"
 #include "asreloc/manager/fixup.hpp"
 #include "asreloc/x86_64/descriptors.hpp"
+#include "asreloc/x86_64/paging_mode.hpp"
 
 namespace asreloc::x86_64 {
 
@@ -48,6 +61,14 @@ struct stub_move {
         return v - base - 1 < size;
     }
     constexpr std::uint64_t relocated(std::uint64_t v) const noexcept { return v - from + to; }
+    // [base, base + size) does not run past 2^64 (its end may be exactly 2^64).
+    constexpr bool fits(std::uint64_t base) const noexcept { return size == 0 || base + (size - 1) >= base; }
+    // Both placements: checking the old one too makes the reverse move pass
+    // whenever the forward one did.
+    constexpr status check() const noexcept {
+        if (!fits(from) || !fits(to)) return failure(error::non_canonical);
+        return {};
+    }
 };
 
 enum class window_kind : std::uint8_t { address, stack_top };
@@ -79,6 +100,7 @@ inline status relocate_idt(void* context, virt_addr from, virt_addr to) noexcept
     auto& c = *static_cast<idt_fixup_context*>(context);
     Expects(c.gates != nullptr && c.count <= idt_vectors);
     const detail::stub_move m{from.value(), to.value(), c.stub_size};
+    if (auto r = m.check(); !r) return r;
     constexpr auto k = detail::window_kind::address;
     for (std::size_t i = 0; i < c.count; ++i) {
         if (c.gates[i].present() && detail::blocks(m, k, c.gates[i].offset())) return failure(error::fixup_refused);
@@ -102,6 +124,7 @@ inline status relocate_tss_descriptor(void* context, virt_addr from, virt_addr t
     auto& c = *static_cast<tss_descriptor_fixup_context*>(context);
     Expects(c.descriptor != nullptr);
     const detail::stub_move m{from.value(), to.value(), c.stub_size};
+    if (auto r = m.check(); !r) return r;
     constexpr auto k = detail::window_kind::address;
     const std::uint64_t base = c.descriptor->base();
     if (detail::blocks(m, k, base)) return failure(error::fixup_refused);
@@ -123,6 +146,7 @@ inline status relocate_table_register(void* context, virt_addr from, virt_addr t
     auto& c = *static_cast<table_register_fixup_context*>(context);
     Expects(c.image != nullptr);
     const detail::stub_move m{from.value(), to.value(), c.stub_size};
+    if (auto r = m.check(); !r) return r;
     constexpr auto k = detail::window_kind::address;
     const std::uint64_t base = c.image->base;
     if (detail::blocks(m, k, base)) return failure(error::fixup_refused);
@@ -134,29 +158,112 @@ inline fixup table_register_fixup(table_register_fixup_context& context) noexcep
 }
 
 // ---------------------------------------------------------------------------
-// RSP0-2 and IST1-7 of a 64-bit TSS: those whose stack top lies in the stub.
+// RSP0-2 and IST1-7 of a 64-bit TSS: the stacks in use whose top lies in the stub.
+
+// The ten stack pointers of a 64-bit TSS, numbered in their TSS order: 0-2 are
+// RSP0-2, 3-9 are IST1-7. A set of them is a bit mask in that order.
+inline constexpr std::size_t tss_stack_count = 10;
+
+struct tss_stack_set {
+    std::uint16_t bits = 0;
+
+    static constexpr tss_stack_set rsp(unsigned level) noexcept {  // RSP0..RSP2
+        Expects(level < 3);
+        return {static_cast<std::uint16_t>(1U << level)};
+    }
+    static constexpr tss_stack_set ist(unsigned n) noexcept {  // IST1..IST7
+        Expects(n >= 1 && n <= 7);
+        return {static_cast<std::uint16_t>(1U << (2 + n))};
+    }
+    // The pointers that are not zero: what a TSS uses when zero marks an unused slot.
+    static constexpr tss_stack_set nonzero_in(const task_state_segment& t) noexcept;
+
+    constexpr bool contains(std::size_t i) const noexcept { return ((bits >> i) & 1U) != 0; }
+    constexpr tss_stack_set operator|(tss_stack_set o) const noexcept {
+        return {static_cast<std::uint16_t>(bits | o.bits)};
+    }
+    constexpr bool operator==(const tss_stack_set&) const noexcept = default;
+};
+
+// Stack pointer i (TSS order) by value: the TSS is packed, its members cannot
+// be bound to references.
+constexpr std::uint64_t stack_pointer(const task_state_segment& t, std::size_t i) noexcept {
+    return i < 3 ? t.rsp[i] : t.ist[i - 3];
+}
+constexpr void set_stack_pointer(task_state_segment& t, std::size_t i, std::uint64_t v) noexcept {
+    if (i < 3) t.rsp[i] = v;
+    else t.ist[i - 3] = v;
+}
+
+constexpr tss_stack_set tss_stack_set::nonzero_in(const task_state_segment& t) noexcept {
+    tss_stack_set s;
+    for (std::size_t i = 0; i < tss_stack_count; ++i)
+        if (stack_pointer(t, i) != 0) s.bits = static_cast<std::uint16_t>(s.bits | (1U << i));
+    return s;
+}
+
 struct tss_stacks_fixup_context {
     task_state_segment* tss = nullptr;
     std::uint64_t stub_size = 0;
+    // The canonical width the moved stack tops must fit: the CPU raises #SS
+    // on a non-canonical RSP loaded from the TSS. 4-level is the stricter.
+    paging_mode mode = paging_mode::four_level;
+    // The stacks the stub uses; pointers outside the set never move. Unnamed,
+    // they are the pointers that are not zero when the fixup first runs, and
+    // stay that set from then on: a stack that ends at 2^64 has its top
+    // stored as 0 and must keep moving. Name them (stacks_named = true) when
+    // the stub is built at the very top of the space, where the first run
+    // cannot tell an unused slot from such a stack (it refuses instead).
+    tss_stack_set stacks{};
+    bool stacks_named = false;
 };
+
+namespace detail {
+
+// A stack top the CPU can load and push below: canonical, where 0 (the top of
+// a stack that ends at 2^64) is canonical too.
+constexpr bool loadable_stack_top(std::uint64_t top, paging_mode mode) noexcept {
+    return virt_addr{top}.is_canonical(width(mode));
+}
+
+// The stacks in use: named, or those not zero now. Refuses when a zero
+// pointer might be the top of a stack ending at 2^64 (the old placement ends
+// there), as an unused slot and such a stack look the same.
+inline result<tss_stack_set> stacks_in_use(const tss_stacks_fixup_context& c, const stub_move& m,
+                                           const task_state_segment& t) noexcept {
+    if (c.stacks_named) return c.stacks;
+    const tss_stack_set nonzero = tss_stack_set::nonzero_in(t);
+    const bool old_ends_at_top = m.size != 0 && m.from + m.size == 0;
+    if (old_ends_at_top && nonzero.bits != (1U << tss_stack_count) - 1) return failure(error::fixup_refused);
+    return nonzero;
+}
+
+}  // namespace detail
 
 inline status relocate_tss_stacks(void* context, virt_addr from, virt_addr to) noexcept {
     auto& c = *static_cast<tss_stacks_fixup_context*>(context);
     Expects(c.tss != nullptr);
     const detail::stub_move m{from.value(), to.value(), c.stub_size};
+    if (auto r = m.check(); !r) return r;
     constexpr auto k = detail::window_kind::stack_top;
-    // Work on a copy, by index: the TSS is packed, so its members cannot be
-    // bound to references.
-    task_state_segment t = *c.tss;
-    for (std::size_t i = 0; i < 3; ++i) {
-        if (detail::blocks(m, k, t.rsp[i])) return failure(error::fixup_refused);
+    task_state_segment t = *c.tss;  // work on a copy: written back only when accepted
+    const auto stacks = detail::stacks_in_use(c, m, t);
+    if (!stacks) return failure(stacks.error_code());
+    for (std::size_t i = 0; i < tss_stack_count; ++i) {
+        if (!stacks->contains(i)) continue;
+        const std::uint64_t v = stack_pointer(t, i);
+        if (detail::blocks(m, k, v)) return failure(error::fixup_refused);
+        // Checking the old top too makes the reverse move pass whenever this one did.
+        if (detail::moves(m, k, v) &&
+            (!detail::loadable_stack_top(v, c.mode) || !detail::loadable_stack_top(m.relocated(v), c.mode)))
+            return failure(error::non_canonical);
     }
-    for (std::size_t i = 0; i < 7; ++i) {
-        if (detail::blocks(m, k, t.ist[i])) return failure(error::fixup_refused);
+    for (std::size_t i = 0; i < tss_stack_count; ++i) {
+        if (stacks->contains(i)) set_stack_pointer(t, i, detail::moved(m, k, stack_pointer(t, i)));
     }
-    for (std::size_t i = 0; i < 3; ++i) t.rsp[i] = detail::moved(m, k, t.rsp[i]);
-    for (std::size_t i = 0; i < 7; ++i) t.ist[i] = detail::moved(m, k, t.ist[i]);
     *c.tss = t;
+    c.stacks = *stacks;  // from now on, a stack moved to 2^64 (top 0) is still in use
+    c.stacks_named = true;
     return {};
 }
 inline fixup tss_stacks_fixup(tss_stacks_fixup_context& context) noexcept {

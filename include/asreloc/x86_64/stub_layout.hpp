@@ -13,6 +13,7 @@
 #include "asreloc/manager/fixup.hpp"
 #include "asreloc/x86_64/descriptors.hpp"
 #include "asreloc/x86_64/fixups.hpp"
+#include "asreloc/x86_64/paging_mode.hpp"
 
 namespace asreloc::x86_64 {
 
@@ -77,17 +78,25 @@ struct stub_layout {
 // The fixups of a stub built as stub_tables: the whole IDT, the TSS
 // descriptor base, both table-register images and the TSS stacks. The
 // contexts live here, so keep this object where it is while its fixups are
-// registered (it cannot be copied or moved).
+// registered (it cannot be copied or moved). `mode` is the guest space's
+// paging mode (the canonical width of the stack tops); the stacks in use are
+// the TSS pointers that are not zero at the first move, unless named with
+// name_stacks() before it (needed for a stub built at the top of the space).
 class stub_fixups {
 public:
-    stub_fixups(stub_tables& tables, std::uint64_t stub_size) noexcept
+    stub_fixups(stub_tables& tables, std::uint64_t stub_size, paging_mode mode = paging_mode::four_level) noexcept
         : idt_{tables.idt_gates.data(), tables.idt_gates.size(), stub_size},
           tss_descriptor_{&tables.gdt.tss, stub_size},
           gdtr_{&tables.gdtr, stub_size},
           idtr_{&tables.idtr, stub_size},
-          stacks_{&tables.tss, stub_size} {}
+          stacks_{&tables.tss, stub_size, mode} {}
     stub_fixups(const stub_fixups&) = delete;
     stub_fixups& operator=(const stub_fixups&) = delete;
+
+    void name_stacks(tss_stack_set stacks) noexcept {
+        stacks_.stacks = stacks;
+        stacks_.stacks_named = true;
+    }
 
     std::array<fixup, 5> list() noexcept {
         return {idt_fixup(idt_), tss_descriptor_fixup(tss_descriptor_), table_register_fixup(gdtr_),
