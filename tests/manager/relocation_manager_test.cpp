@@ -126,6 +126,35 @@ TEMPLATE_TEST_CASE("a guest unmap writes displaced content back to its frame and
     CHECK(*m.placement() == p);  // unmapping never moves the stub
 }
 
+TEMPLATE_TEST_CASE("a guest unmap around the placement takes more leaves than the undo log has entries",
+                   "[manager]", x86_backend, reference_backend) {
+    world<TestType> w(window_of(8));
+    auto& m = w.manager();
+    const space_id g = w.add_guest();
+    // 4 KiB leaves on both sides of the window the stub is placed in, more
+    // on the lower side than the manager's undo log could journal one by one.
+    constexpr std::uint64_t below = 96;
+    constexpr std::uint64_t above = 8;
+    static_assert(below > world<TestType>::manager_t::journal_capacity);
+    const std::uint64_t first = window_base - below * page_bytes;
+    w.guest_map(g, first, below + 8 + above, 0x20);
+    REQUIRE(w.place().has_value());
+    const virt_range p = *m.placement();
+    REQUIRE(w.pool_store().size() == stub_page_count);
+    const auto range = virt_range::of(virt_addr{first}, (below + 8 + above) * page_bytes);
+    REQUIRE(m.guest_unmap(g, range).has_value());
+    CHECK(w.pool_store().size() == 0);
+    CHECK_FALSE(w.guest(g).translate(range.start()).has_value());
+    CHECK_FALSE(w.guest(g).translate(p.start() - page_bytes).has_value());
+    CHECK_FALSE(w.guest(g).translate(p.end()).has_value());
+    CHECK_FALSE(w.guest(g).translate(range.last()).has_value());
+    CHECK(*m.classify(g, p.start()) == fault_class::conflict);  // the guest gave the pages up
+    CHECK(*m.placement() == p);
+    const std::string broken = w.stub_invariant();
+    INFO(broken);
+    CHECK(broken.empty());
+}
+
 TEMPLATE_TEST_CASE("the emulator's access is checked whole before any byte moves", "[manager]", x86_backend,
                    reference_backend) {
     world<TestType> w(window_of(8));

@@ -150,10 +150,15 @@ class relocation_manager {
 
 public:
     static constexpr manager_limits limits = Limits;
-    // Undo-log entries one operation may need: per guest space one per
-    // displaced guest leaf (at most one per stub page) plus three; two for
-    // the monitor space.
-    static constexpr std::size_t journal_capacity = Limits.guest_spaces * (Limits.stub_pages + 3) + 2;
+    // Large guest leaves a placement can cut into: one per 2 MiB block it
+    // touches (4 KiB leaves are undone from the shadow store, see undo_kind).
+    static constexpr std::size_t large_leaves_per_placement = (Limits.stub_pages + 510) / 512 + 1;
+    // Undo-log entries one operation may need: per guest space its displaced
+    // 4 KiB pages (one entry), its large leaves, and the stub mapped at the
+    // new placement, unmapped from the old one, and the old placement's
+    // displaced pages mapped back; two for the monitor space. It does not
+    // grow with the stub: a stub page costs its stub_page entry only.
+    static constexpr std::size_t journal_capacity = Limits.guest_spaces * (large_leaves_per_placement + 4) + 2;
 
     relocation_manager(P& monitor, const Finder& finder, Victims& victims, Store& store, Tracker& tracker, Tlb& tlb,
                        const Map& memory, manager_config config = {}, Trace trace = {}) noexcept
@@ -194,6 +199,7 @@ public:
                 return f;
             }
             finish_flushes();
+            displaced_[id] = static_cast<std::uint32_t>(displaced);
             stats_.pages_displaced += displaced;
             stats_.bytes_copied += displaced * page_bytes;
         }
@@ -213,6 +219,7 @@ public:
             if (auto s = remap_displaced(*space, id, placement_); !s) return abort(s.error_code());
             finish_flushes();
             const std::uint64_t restored = restore_displaced(id, placement_);
+            displaced_[id] = 0;
             stats_.pages_restored += restored;
             stats_.bytes_copied += restored * page_bytes;
             emit({.kind = trace_kind::space_removed, .space = id});
@@ -428,15 +435,12 @@ public:
             if (!all_displaced) return failure(error::not_mapped);
         }
         begin();
-        for (std::size_t i = 0; i < parts.count; ++i) {
-            // Only a first part needs undoing if a second one fails.
-            const bool journal_it = i + 1 < parts.count;
-            if (auto r = unmap_guest_part(*s, space, parts.part[i], journal_it); !r) return abort(r.error_code());
-        }
+        if (auto r = unmap_guest_parts(*s, space, parts); !r) return abort(r.error_code());
         finish_flushes();
         emit({.kind = trace_kind::guest_unmapped, .space = space, .from = range});
         if (inside.any) {
             const std::uint64_t restored = restore_displaced(space, inside.range);
+            displaced_[space] -= static_cast<std::uint32_t>(restored);
             stats_.pages_restored += restored;
             stats_.bytes_copied += restored * page_bytes;
             emit_restored(space, inside.range, restored);
@@ -587,11 +591,16 @@ private:
     // anyway is a broken contract (a backend that is not transactional), not
     // an input error, hence Expects.
     enum class undo_kind : std::uint8_t {
-        unmap_stub,       // the stub was mapped at `range`
-        remap_stub,       // the stub was unmapped from `range`
-        restore_leaf,     // `range` (part of guest leaf `leaf`) was unmapped; if shadowed its pages went to the store
-        unmap_displaced,  // displaced pages of `range` were mapped back to the guest
+        unmap_stub,        // the stub was mapped at `range`
+        remap_stub,        // the stub was unmapped from `range`
+        restore_leaf,      // `range` (part of guest leaf `leaf`) was unmapped; if shadowed its pages went to the store
+        unmap_displaced,   // displaced pages of `range` were mapped back to the guest
+        remap_small_leaves,  // 4 KiB guest leaves in `range` were displaced: the store holds each one's mapping
     };
+    // A displaced 4 KiB leaf is its own 4 KiB piece, which the store keeps
+    // with the content: one remap_small_leaves entry undoes them all, so the
+    // log does not grow with the stub. A large leaf needs its own entry (the
+    // store keeps only the pieces, and the leaf must come back whole).
     struct undo_entry {
         undo_kind kind = undo_kind::unmap_stub;
         bool shadowed = false;
@@ -692,6 +701,7 @@ private:
         case undo_kind::unmap_stub: unmap_stub_pages(s, e.range); return;
         case undo_kind::remap_stub: must(map_stub_pages(s, e.range)); return;
         case undo_kind::restore_leaf: restore_leaf(s, e); return;
+        case undo_kind::remap_small_leaves: remap_small_leaves(s, e); return;
         case undo_kind::unmap_displaced:
             for_each_page(e.range, [&](virt_addr p) {
                 if (store_->original(shadow_key{e.space, p}) != nullptr) {
@@ -721,6 +731,21 @@ private:
         collect(*f);
         restore_ad_bits(s, l);
         if (e.shadowed) for_each_page(e.range, [&](virt_addr p) { must(store_->erase(shadow_key{e.space, p})); });
+    }
+
+    // The large leaves were undone first (journaled later): what is left of
+    // `range` in the store are the 4 KiB leaves this operation displaced.
+    void remap_small_leaves(P& s, const undo_entry& e) noexcept {
+        for_each_page(e.range, [&](virt_addr p) {
+            const mapping* o = store_->original(shadow_key{e.space, p});
+            if (o == nullptr) return;
+            const mapping leaf = *o;
+            auto f = s.map(leaf.range(), leaf.phys, leaf.attrs, page_size::size_4k);
+            must(f);
+            collect(*f);
+            restore_ad_bits(s, leaf);
+            must(store_->erase(shadow_key{e.space, p}));
+        });
     }
 
     // A remapped page comes back without the A/D bits the CPU had set; put
@@ -781,25 +806,25 @@ private:
     // ---- displacement ----------------------------------------------------------------
 
     // Copies every guest page of `s` inside `dst` to the store (the 4 KiB
-    // piece of its leaf) and unmaps it, leaf by leaf, journaled.
+    // piece of its leaf) and unmaps it, leaf by leaf, journaled: one entry
+    // for all the 4 KiB leaves, one per large leaf. One walk finds each next
+    // leaf (a free placement: one walk, nothing else).
     status displace(std::uint32_t id, P& s, virt_range dst, std::uint64_t& displaced) noexcept {
-        std::array<mapping, Limits.stub_pages> leaves{};
-        std::size_t n = 0;
-        bool overflow = false;
-        auto walked = s.for_each_mapping(dst, walk_order::bottom_up, [&](const mapping& m) {
-            if (n == leaves.size()) {
-                overflow = true;
+        if (auto r = journal({.kind = undo_kind::remap_small_leaves, .space = id, .range = dst}); !r) return r;
+        virt_range rest = dst;
+        for (;;) {
+            mapping l;
+            bool found = false;
+            auto walked = s.for_each_mapping(rest, walk_order::bottom_up, [&](const mapping& m) {
+                l = m;
+                found = true;
                 return walk_control::stop;
-            }
-            leaves[n++] = m;
-            return walk_control::proceed;
-        });
-        if (!walked) return failure(walked.error_code());
-        if (overflow) return failure(error::capacity_exceeded);
-        for (std::size_t i = 0; i < n; ++i) {
-            const mapping& l = leaves[i];
+            });
+            if (!walked) return failure(walked.error_code());
+            if (!found) return {};
             const virt_range cut = intersect(l.range(), dst).range;
-            if (journal_size_ == journal_capacity) return failure(error::capacity_exceeded);
+            const bool large = l.size != page_size::size_4k;
+            if (large && journal_size_ == journal_capacity) return failure(error::capacity_exceeded);
             if (auto r = shadow_pieces(id, l, cut); !r) return r;
             auto f = s.unmap(cut);
             if (!f) {
@@ -807,10 +832,12 @@ private:
                 return failure(f.error_code());
             }
             collect(*f);
-            must(journal({.kind = undo_kind::restore_leaf, .shadowed = true, .space = id, .range = cut, .leaf = l}));
+            if (large)
+                must(journal({.kind = undo_kind::restore_leaf, .shadowed = true, .space = id, .range = cut, .leaf = l}));
             displaced += cut.size() / page_bytes;
+            if (cut.last() == dst.last()) return {};
+            rest = virt_range::from_bounds(cut.last() + 1, dst.last());
         }
-        return {};
     }
 
     // Inserts the pages of `cut` (inside leaf l) into the store; all or nothing.
@@ -837,6 +864,7 @@ private:
     // Maps back, for the guest of `s`, every displaced page under `at`
     // (journaled as one step); the content is copied back at commit.
     status remap_displaced(P& s, std::uint32_t id, virt_range at) noexcept {
+        if (displaced_[id] == 0) return {};
         if (auto r = journal({.kind = undo_kind::unmap_displaced, .space = id, .range = at}); !r) return r;
         status failed{};
         std::uint64_t mapped = 0;
@@ -872,6 +900,7 @@ private:
     // `at` into its guest frame and forget it. Cannot fail.
     std::uint64_t restore_displaced(std::uint32_t id, virt_range at) noexcept {
         std::uint64_t restored = 0;
+        if (displaced_[id] == 0) return restored;
         for_each_page(at, [&](virt_addr p) {
             if (store_->original(shadow_key{id, p}) == nullptr) return;
             must(restore_content(*store_, shadow_key{id, p}, *memory_));
@@ -902,10 +931,14 @@ private:
                 ++applied_fixups_;
             }
         }
+        std::array<std::uint32_t, Limits.guest_spaces> displaced_at_to{};
         for (std::uint32_t id = 0; id < Limits.guest_spaces; ++id) {
             P* s = guests_[id];
             if (s == nullptr) continue;
-            if (auto r = displace(id, *s, to, report.pages_displaced); !r) return abort(r.error_code());
+            std::uint64_t displaced = 0;
+            if (auto r = displace(id, *s, to, displaced); !r) return abort(r.error_code());
+            displaced_at_to[id] = static_cast<std::uint32_t>(displaced);
+            report.pages_displaced += displaced;
             if (auto r = map_stub(*s, id, to); !r) return abort(r.error_code());
             if (placed_) {
                 if (auto r = unmap_stub(*s, id, placement_); !r) return abort(r.error_code());
@@ -921,6 +954,7 @@ private:
         if (placed_)
             for (std::uint32_t id = 0; id < Limits.guest_spaces; ++id)
                 if (guests_[id] != nullptr) report.pages_restored += restored[id] = restore_displaced(id, placement_);
+        displaced_ = displaced_at_to;
         placement_ = to;
         placed_ = true;
         report.kind = report.pages_displaced > 0 ? relocation_kind::victim : relocation_kind::free;
@@ -1090,7 +1124,7 @@ private:
         const outside_parts parts = split_around_placement(range);
         for (std::size_t i = 0; i < parts.count; ++i)
             if (any_mapping(s, parts.part[i])) return true;
-        if (!placed_ || !placement_.overlaps(range)) return false;
+        if (!placed_ || !placement_.overlaps(range) || displaced_[id] == 0) return false;
         bool any = false;
         for_each_page(intersect(range, placement_).range, [&](virt_addr p) {
             if (store_->original(shadow_key{id, p}) != nullptr) any = true;
@@ -1098,29 +1132,41 @@ private:
         return any;
     }
 
-    // Unmaps one part of a guest_unmap; journals its leaves when a later part
-    // could still fail.
-    status unmap_guest_part(P& s, space_id id, virt_range part, bool journal_it) noexcept {
-        const std::size_t before = journal_size_;
-        if (journal_it) {
-            bool overflow = false;
-            auto walked = s.for_each_mapping(part, walk_order::bottom_up, [&](const mapping& m) {
-                const undo_entry e{.kind = undo_kind::restore_leaf, .space = id, .range = intersect(m.range(), part).range,
-                                   .leaf = m};
-                if (!journal(e)) {
-                    overflow = true;
-                    return walk_control::stop;
-                }
-                return walk_control::proceed;
-            });
-            if (!walked || overflow) {
-                journal_size_ = before;
-                return failure(walked ? error::capacity_exceeded : walked.error_code());
+    // Unmaps the parts of a guest_unmap (outside the placement), all or
+    // nothing. An unmap fails only where it must split a large page
+    // (out_of_frames), and only a part's outer edge can cut one: the
+    // placement's pages are the stub's 4 KiB leaves, so no guest leaf
+    // crosses its edges. So the second part's cut leaf goes first (one
+    // journaled leaf), then the first part (which may fail: that one leaf
+    // is undone), then the rest of the second part, which cannot fail.
+    status unmap_guest_parts(P& s, space_id id, const outside_parts& parts) noexcept {
+        if (parts.count == 0) return {};
+        virt_range second = parts.part[parts.count - 1];
+        bool second_left = true;
+        if (parts.count == 2) {
+            auto edge = s.translate(second.last());
+            if (!edge) return failure(edge.error_code());
+            const mapping& leaf = edge->page;
+            if (second.last() < leaf.range().last()) {
+                const auto piece = virt_range::from_bounds(leaf.start < second.start() ? second.start() : leaf.start,
+                                                           second.last());
+                auto f = s.unmap(piece);
+                if (!f) return failure(f.error_code());
+                collect(*f);
+                must(journal({.kind = undo_kind::restore_leaf, .space = id, .range = piece, .leaf = leaf}));
+                second_left = second.start() < piece.start();
+                if (second_left) second = virt_range::from_bounds(second.start(), piece.start() - 1);
             }
+            auto f = s.unmap(parts.part[0]);
+            if (!f) return failure(f.error_code());
+            collect(*f);
         }
-        auto f = s.unmap(part);
+        if (!second_left) return {};
+        auto f = s.unmap(second);
         if (!f) {
-            journal_size_ = before;  // nothing was unmapped: nothing to restore
+            // Only reachable with one part (a second part without a cut
+            // cannot fail): nothing changed.
+            Expects(parts.count == 1);
             return failure(f.error_code());
         }
         collect(*f);
@@ -1154,6 +1200,9 @@ private:
     std::array<virt_range, Limits.pins> pins_{};
     std::size_t pin_count_ = 0;
 
+    // Pages of each guest space displaced at the placement (loops over the
+    // placement's pages skip the spaces with none).
+    std::array<std::uint32_t, Limits.guest_spaces> displaced_{};
     std::array<undo_entry, journal_capacity> journal_{};
     std::size_t journal_size_ = 0;
     std::size_t applied_fixups_ = 0;

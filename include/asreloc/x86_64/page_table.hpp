@@ -100,6 +100,12 @@ public:
         if (!encodable(attrs)) return failure(error::invalid_attributes);
         const std::uint64_t last_phys = phys.value() + (range.size() - 1);
         if (last_phys < phys.value() || !phys_addr{last_phys}.is_valid()) return failure(error::out_of_bounds);
+        if (leaf_level == 1) {
+            if (const auto fast = map_in_leaf_table(range, phys, attrs); fast != fast_path::not_taken) {
+                if (fast == fast_path::overlaps) return failure(error::overlaps);
+                return flush::none();
+            }
+        }
         if (any_mapping_in(range)) return failure(error::overlaps);
 
         frame_reserve reserve{*this};
@@ -113,6 +119,11 @@ public:
     }
 
     result<flush> unmap(virt_range range) noexcept {
+        if (auto valid = validate(range); !valid) return failure(valid.error_code());
+        if (const auto fast = unmap_in_leaf_table(range); fast != fast_path::not_taken) {
+            if (fast == fast_path::not_mapped) return failure(error::not_mapped);
+            return flush::of(range);
+        }
         auto prepared = prepare_change(range);
         if (!prepared) return failure(prepared.error_code());
         unmap_in(table_at(root_), top(), range);
@@ -289,10 +300,14 @@ private:
     }
     // The entries of a `level` table under `base` that overlap `window`, as an
     // index range [first, last]; none when the table lies outside it.
+    // Eight bytes, so it comes back in one register: a bool beside the two
+    // indices made the caller reload it from the stack (a store-forwarding
+    // stall on every level of every walk).
     struct index_span {
-        bool any;
-        unsigned first;
-        unsigned last;
+        std::uint32_t first = 1;
+        std::uint32_t last = 0;  // first > last: none
+        static constexpr index_span none() noexcept { return {}; }
+        constexpr bool any() const noexcept { return first <= last; }
     };
 
     mapping leaf_mapping(entry e, unsigned level, virt_addr start, effective_rights rights) const noexcept {
@@ -319,7 +334,7 @@ private:
     // Visits the indices of `span` in walk order.
     template <class Body>
     static walk_control for_indices(index_span span, walk_order order, Body&& body) {
-        if (!span.any) return walk_control::proceed;
+        if (!span.any()) return walk_control::proceed;
         if (order == walk_order::bottom_up) {
             for (unsigned i = span.first;; ++i) {
                 if (body(i) == walk_control::stop) return walk_control::stop;
@@ -339,8 +354,8 @@ private:
     index_span entries_in(std::uint64_t base, unsigned level, const virt_range& window) const noexcept {
         if (level != top()) {
             const auto both = intersect(virt_range::of(virt_addr{base}, entry_span(level + 1)), window);
-            if (!both.any) return {false, 0, 0};
-            return {true, table_index(both.range.start().value(), level), table_index(both.range.last().value(), level)};
+            if (!both.any) return index_span::none();
+            return {table_index(both.range.start().value(), level), table_index(both.range.last().value(), level)};
         }
         // Top level: entries 0..511 cover the lower half then the upper half.
         // Clip the window to each half and take the union of the indices.
@@ -348,12 +363,12 @@ private:
         const std::uint64_t half_bytes = std::uint64_t{half} << level_shift(level);
         const auto lower = intersect(virt_range::of(virt_addr{0}, half_bytes), window);
         const auto upper = intersect(virt_range::from_bounds(virt_addr{0 - half_bytes}, virt_addr{~std::uint64_t{0}}), window);
-        if (!lower.any && !upper.any) return {false, 0, 0};
+        if (!lower.any && !upper.any) return index_span::none();
         const unsigned first = lower.any ? table_index(lower.range.start().value(), level)
                                          : table_index(upper.range.start().value(), level);
         const unsigned last = upper.any ? table_index(upper.range.last().value(), level)
                                         : table_index(lower.range.last().value(), level);
-        return {true, first, last};
+        return {first, last};
     }
 
     template <class Visitor>
@@ -425,7 +440,7 @@ private:
                                 walk_order order, Sink& sink) const {
         const std::uint64_t* table = table_at(table_phys);
         const auto span = entries_in(base, level, window);
-        if (!span.any) return walk_control::proceed;
+        if (!span.any()) return walk_control::proceed;
         const bool up = order == walk_order::bottom_up;
         const unsigned half = entries_per_table / 2;
         bool open = false;
@@ -546,6 +561,82 @@ private:
         });
     }
 
+    // ---- the fast paths: 4 KiB pages inside one existing page table ----
+    //
+    // A stub moves 4 KiB runs that lie inside one page table (the common case
+    // by far): one walk to that table, then the entries themselves, instead of
+    // the general path's walks from the root to validate, count tables and
+    // write. Anything else (a table missing on the way, a large page to
+    // split, a run that crosses tables) is not_taken: the general path does
+    // it, so the behaviour is the general path's in every case.
+    enum class fast_path : std::uint8_t { done, not_taken, overlaps, not_mapped };
+
+    // The walk to the page table of `va`: the table of every level on the way
+    // (table[1] the page table), unless the entry at `stopped_at` is not
+    // present or (stopped_on_leaf) a large leaf.
+    struct table_path {
+        std::uint64_t* table[6] = {};
+        unsigned stopped_at = 0;
+        bool stopped_on_leaf = false;
+    };
+    table_path walk_to_page_table(std::uint64_t va) const noexcept {
+        table_path p;
+        std::uint64_t* table = table_at(root_);
+        for (unsigned level = top(); level >= 2; --level) {
+            p.table[level] = table;
+            const entry e{table[table_index(va, level)]};
+            if (!e.present() || e.is_leaf(level)) {
+                p.stopped_at = level;
+                p.stopped_on_leaf = e.present();
+                return p;
+            }
+            table = table_at(e.table_address());
+        }
+        p.table[1] = table;
+        return p;
+    }
+    static bool in_one_page_table(const virt_range& r) noexcept {
+        return (r.start().value() >> level_shift(2)) == (r.last().value() >> level_shift(2));
+    }
+
+    // Called after map's input checks, for 4 KiB leaves.
+    fast_path map_in_leaf_table(const virt_range& range, phys_addr phys, const attributes& attrs) noexcept {
+        if (!in_one_page_table(range)) return fast_path::not_taken;
+        const table_path p = walk_to_page_table(range.start().value());
+        if (p.stopped_at != 0) return p.stopped_on_leaf ? fast_path::overlaps : fast_path::not_taken;
+        std::uint64_t* pt = p.table[1];
+        const unsigned first = table_index(range.start().value(), 1);
+        const unsigned last = table_index(range.last().value(), 1);
+        for (unsigned i = first; i <= last; ++i)
+            if (entry{pt[i]}.present()) return fast_path::overlaps;
+        for (unsigned i = first; i <= last; ++i)
+            pt[i] = make_leaf(1, phys + std::uint64_t{i - first} * page_bytes, attrs).raw();
+        return fast_path::done;
+    }
+
+    // Called after unmap's input checks. Tables left empty go back to the
+    // allocator from the page table up, as unmap_in does.
+    fast_path unmap_in_leaf_table(const virt_range& range) noexcept {
+        if (!in_one_page_table(range)) return fast_path::not_taken;
+        const std::uint64_t va = range.start().value();
+        const table_path p = walk_to_page_table(va);
+        if (p.stopped_at != 0) return p.stopped_on_leaf ? fast_path::not_taken : fast_path::not_mapped;
+        std::uint64_t* pt = p.table[1];
+        const unsigned first = table_index(va, 1);
+        const unsigned last = table_index(range.last().value(), 1);
+        for (unsigned i = first; i <= last; ++i)
+            if (!entry{pt[i]}.present()) return fast_path::not_mapped;
+        for (unsigned i = first; i <= last; ++i) pt[i] = 0;
+        for (unsigned level = 2; level <= top(); ++level) {
+            std::uint64_t& slot = p.table[level][table_index(va, level)];
+            const phys_addr child = entry{slot}.table_address();
+            if (!table_is_empty(table_at(child))) break;
+            slot = 0;
+            frames_->deallocate_frame(child);
+        }
+        return fast_path::done;
+    }
+
     // ---- unmap and protect ----
 
     // The leaf containing `va` with the level it sits at, if mapped.
@@ -631,9 +722,14 @@ private:
         *leaf.slot = make_table_entry(table).raw();
     }
 
+    // Eight entries at a time, ORed: the compiler vectorises the block, and
+    // an early exit per entry would cost a branch per entry.
     static bool table_is_empty(const std::uint64_t* table) noexcept {
-        for (unsigned i = 0; i < entries_per_table; ++i)
-            if (table[i] != 0) return false;
+        for (unsigned i = 0; i < entries_per_table; i += 8) {
+            std::uint64_t any = 0;
+            for (unsigned k = 0; k < 8; ++k) any |= table[i + k];
+            if (any != 0) return false;
+        }
         return true;
     }
 
