@@ -185,6 +185,9 @@ private:
     void print_tables() const {
         std::fprintf(tables_, "\n%s\n## Ratios (medians of repetitions)\n", preamble_.c_str());
         print_find();
+        print_pairs("Index upkeep (no goal set: map + unmap of one 4 KiB page through indexed_page_table / through "
+                    "the table alone)",
+                    "index-upkeep", "plain_table", 0);
         print_pairs("Translate (goal: asreloc within 1.5x of the hand-written walk)", "translate", "four_load_walk",
                     1.5);
         print_pairs("Relocation, free path (goal: within 3x of the bare stores)", "relocate-free", "bare_stores", 3.0);

@@ -69,36 +69,12 @@ public:
     // `r` becomes free, joining the free ranges it overlaps or touches.
     // Requires has_room().
     void add_free(const virt_range& r) noexcept {
-        const std::uint64_t lo = r.start().value(), hi = r.last().value();
-        const std::uint32_t before = floor(lo);
-        const bool joins_before = before != nil && (nodes_[before].last >= lo || nodes_[before].last + 1 == lo);
-        std::uint32_t below, rest, touched, above;
-        split(by_address_, joins_before ? nodes_[before].first : lo, below, rest);
-        split_after(rest, hi == ~std::uint64_t{0} ? hi : hi + 1, touched, above);
-        std::uint64_t first = lo, last = hi;
-        if (touched != nil) {
-            first = min(first, nodes_[leftmost(touched)].first);
-            last = max(last, nodes_[rightmost(touched)].last);
-            release(touched);
-        }
-        by_address_ = join(join(below, make(first, last)), above);
+        if (!add_between(r)) add_across(r);
     }
 
     // `r` is no longer free. Requires has_room().
     void remove_free(const virt_range& r) noexcept {
-        const std::uint64_t lo = r.start().value(), hi = r.last().value();
-        const std::uint32_t before = floor(lo);
-        const bool cut_before = before != nil && nodes_[before].last >= lo;
-        std::uint32_t below, rest, cut, above;
-        split(by_address_, cut_before ? nodes_[before].first : lo, below, rest);
-        split_after(rest, hi, cut, above);
-        if (cut != nil) {
-            const node low = nodes_[leftmost(cut)], high = nodes_[rightmost(cut)];
-            release(cut);
-            if (low.first < lo) below = join(below, make(low.first, lo - 1));
-            if (high.last > hi) above = join(make(hi + 1, high.last), above);
-        }
-        by_address_ = join(below, above);
+        if (!remove_inside(r)) remove_across(r);
     }
 
     // Calls visit(range) for each free range whose part inside `window` is at
@@ -210,6 +186,103 @@ private:
         return t != nil && nodes_[t].widest >= least;
     }
 
+    // ---- changes ----
+
+    // The common add: `r` holds no free byte (it was mapped until now), so it
+    // can only touch the range ending just below it and the one starting just
+    // above it. False when `r` overlaps free space: add_across handles that.
+    bool add_between(const virt_range& r) noexcept {
+        const std::uint64_t lo = r.start().value(), hi = r.last().value();
+        const std::uint32_t below = floor(hi);
+        if (below != nil && nodes_[below].last >= lo) return false;  // overlaps free space
+        const bool joins_below = below != nil && nodes_[below].last + 1 == lo;
+        const std::uint32_t above = hi == ~std::uint64_t{0} ? nil : starting_at(hi + 1);
+        if (joins_below && above != nil) {
+            const std::uint64_t last = nodes_[above].last;
+            remove_node(above);
+            reshape(below, nodes_[below].first, last);
+        } else if (joins_below) {
+            reshape(below, nodes_[below].first, hi);
+        } else if (above != nil) {
+            reshape(above, lo, nodes_[above].last);
+        } else {
+            by_address_ = insert_by_address(by_address_, make(lo, hi));
+        }
+        return true;
+    }
+
+    void add_across(const virt_range& r) noexcept {
+        const std::uint64_t lo = r.start().value(), hi = r.last().value();
+        const std::uint32_t before = floor(lo);
+        const bool joins_before = before != nil && (nodes_[before].last >= lo || nodes_[before].last + 1 == lo);
+        std::uint32_t below, rest, touched, above;
+        split(by_address_, joins_before ? nodes_[before].first : lo, below, rest);
+        split_after(rest, hi == ~std::uint64_t{0} ? hi : hi + 1, touched, above);
+        std::uint64_t first = lo, last = hi;
+        if (touched != nil) {
+            first = min(first, nodes_[leftmost(touched)].first);
+            last = max(last, nodes_[rightmost(touched)].last);
+            release(touched);
+        }
+        by_address_ = join(join(below, make(first, last)), above);
+    }
+
+
+    // The common remove: `r` lies inside one free range (a map that
+    // succeeded). False otherwise: remove_across handles that.
+    bool remove_inside(const virt_range& r) noexcept {
+        const std::uint64_t lo = r.start().value(), hi = r.last().value();
+        const std::uint32_t t = containing(lo);
+        if (t == nil || nodes_[t].last < hi) return false;
+        const std::uint64_t first = nodes_[t].first, last = nodes_[t].last;
+        if (first == lo && last == hi) {
+            remove_node(t);
+        } else if (first == lo) {
+            reshape(t, hi + 1, last);
+        } else if (last == hi) {
+            reshape(t, first, lo - 1);
+        } else {
+            reshape(t, first, lo - 1);
+            by_address_ = insert_by_address(by_address_, make(hi + 1, last));
+        }
+        return true;
+    }
+
+    void remove_across(const virt_range& r) noexcept {
+        const std::uint64_t lo = r.start().value(), hi = r.last().value();
+        const std::uint32_t before = floor(lo);
+        const bool cut_before = before != nil && nodes_[before].last >= lo;
+        std::uint32_t below, rest, cut, above;
+        split(by_address_, cut_before ? nodes_[before].first : lo, below, rest);
+        split_after(rest, hi, cut, above);
+        if (cut != nil) {
+            const node low = nodes_[leftmost(cut)], high = nodes_[rightmost(cut)];
+            release(cut);
+            if (low.first < lo) below = join(below, make(low.first, lo - 1));
+            if (high.last > hi) above = join(make(hi + 1, high.last), above);
+        }
+        by_address_ = join(below, above);
+    }
+
+
+    // Gives node t new bounds that keep its place in address order.
+    void reshape(std::uint32_t t, std::uint64_t first, std::uint64_t last) noexcept {
+        by_size_ = erase_by_size(by_size_, t);
+        const std::uint64_t old_first = nodes_[t].first;
+        nodes_[t].first = first;
+        nodes_[t].last = last;
+        refresh(by_address_, old_first < first ? old_first : first, t);
+        nodes_[t].smaller = nodes_[t].larger = nil;  // erase left them pointing into the treap
+        by_size_ = insert_by_size(by_size_, t);
+    }
+
+    void remove_node(std::uint32_t t) noexcept {
+        by_size_ = erase_by_size(by_size_, t);
+        by_address_ = erase_by_address(by_address_, t);
+        --count_;
+        give_back(t);
+    }
+
     // ---- nodes ----
 
     void give_back(std::uint32_t t) noexcept {
@@ -284,6 +357,40 @@ private:
         nodes_[b].left = join(a, nodes_[b].left);
         pull(b);
         return b;
+    }
+
+    // Inserts x by descent: below the first node of lower priority.
+    std::uint32_t insert_by_address(std::uint32_t t, std::uint32_t x) noexcept {
+        if (t == nil) return x;
+        if (nodes_[x].priority > nodes_[t].priority) {
+            split(t, nodes_[x].first, nodes_[x].left, nodes_[x].right);
+            pull(x);
+            return x;
+        }
+        if (nodes_[t].first < nodes_[x].first) nodes_[t].right = insert_by_address(nodes_[t].right, x);
+        else nodes_[t].left = insert_by_address(nodes_[t].left, x);
+        pull(t);
+        return t;
+    }
+
+    std::uint32_t erase_by_address(std::uint32_t t, std::uint32_t x) noexcept {
+        if (t == x) return join(nodes_[t].left, nodes_[t].right);
+        if (nodes_[t].first < nodes_[x].first) nodes_[t].right = erase_by_address(nodes_[t].right, x);
+        else nodes_[t].left = erase_by_address(nodes_[t].left, x);
+        pull(t);
+        return t;
+    }
+
+    // Recomputes `widest` on the path to x, found by a key that orders like
+    // its start did before and does now (the lower of the two).
+    void refresh(std::uint32_t t, std::uint64_t key, std::uint32_t x) noexcept {
+        if (t != x) refresh(nodes_[t].first < key ? nodes_[t].right : nodes_[t].left, key, x);
+        pull(t);
+    }
+
+    std::uint32_t starting_at(std::uint64_t va) const noexcept {
+        const std::uint32_t t = floor(va);
+        return t != nil && nodes_[t].first == va ? t : nil;
     }
 
     std::uint32_t leftmost(std::uint32_t t) const noexcept {
