@@ -2,10 +2,11 @@
 // reads and writes (run as the CPU would: direct where the guest space maps
 // the page for the user, else a fault handled by the manager and, when it
 // says so, the emulator), and timer ticks, on two guest spaces, over both
-// backends. After every step: the stub sits at the placement in every space
-// and nowhere else, never user-accessible; every guest page is either mapped
-// to its own frame or displaced under the stub; and every read returns what
-// the guest last wrote there. Periodically the content of every page is
+// backends and over x86-64 spaces with their free space indexed. After every
+// step: the stub sits at the placement in every space and nowhere else,
+// never user-accessible; every guest page is either mapped to its own frame
+// or displaced under the stub; and every read returns what the guest last
+// wrote there. Periodically the content of every page is
 // compared with the model. One step in 14 is a move with a failure injected
 // at a random frame allocation, shadow-store insert or fixup: when it fails,
 // the full-state snapshot must be unchanged.
@@ -18,6 +19,7 @@
 #include <random>
 #include <vector>
 
+#include "indexed_backend.hpp"
 #include "support/seed.hpp"
 #include "world.hpp"
 
@@ -393,7 +395,7 @@ private:
 }  // namespace
 
 TEMPLATE_TEST_CASE("random guest maps, unmaps, accesses and ticks keep the stub in place and the guest's memory intact",
-                   "[property]", x86_backend, reference_backend) {
+                   "[property]", x86_backend, reference_backend, indexed_x86_backend) {
     const std::uint64_t seed = test_seed();
     const std::uint64_t steps = steps_per_backend();
     INFO("seed " << seed << " (replay with ASRELOC_SEED=" << seed << "), steps " << steps);
