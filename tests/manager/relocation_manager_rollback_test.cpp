@@ -101,6 +101,46 @@ TEMPLATE_TEST_CASE("a relocation that runs out of frames at any allocation chang
     CHECK(broken.empty());
 }
 
+TEMPLATE_TEST_CASE("a stub of scattered frames moved across a page-table boundary rolls back at every allocation",
+                   "[rollback]", x86_backend, reference_backend) {
+    world<TestType> w;
+    const space_id g = w.add_guest();
+    // Eight frames in descending order: no two pages form a physical run.
+    std::array<stub_page, 8> pages{};
+    for (std::size_t i = 0; i < pages.size(); ++i) pages[pages.size() - 1 - i] = stub_page{w.guest_frame(), read_write};
+    REQUIRE(pages[1].frame != pages[0].frame + page_bytes);
+    REQUIRE(w.manager().place(stub_description{pages, stub_built_for}).has_value());
+    // Four pages before a 2 MiB boundary and four after, where no space has
+    // a page table yet: the second table is asked for after the first four
+    // pages are written.
+    const std::uint64_t two_m = bytes(page_size::size_2m);
+    const auto to = virt_range::of(virt_addr{window_base + 5 * two_m - 4 * page_bytes}, pages.size() * page_bytes);
+    const auto before = w.take();
+    long failures = 0;
+    for (long k = 0;; ++k) {
+        CAPTURE(k);
+        w.allocator().fail_at(k);
+        auto r = w.manager().relocate_to(to);
+        if (r) break;
+        ++failures;
+        CHECK(r.error_code() == error::out_of_frames);
+        CHECK(w.take() == before);
+        REQUIRE(k < 100);
+    }
+    w.allocator().never_fail();
+    if constexpr (std::is_same_v<TestType, x86_backend>) CHECK(failures == 4);  // two page tables in each space
+    CHECK(*w.manager().placement() == to);
+    for (auto* s : {&w.monitor(), &w.guest(g)}) {
+        for (std::size_t i = 0; i < pages.size(); ++i) {
+            CAPTURE(i);
+            auto t = s->translate(to.start() + i * page_bytes);
+            REQUIRE(t.has_value());
+            CHECK(t->phys == pages[i].frame);
+            CHECK_FALSE(t->page.attrs.user);
+        }
+    }
+}
+
 TEMPLATE_TEST_CASE("a relocation whose shadow store fails at any insert changes nothing", "[rollback]", x86_backend,
                    reference_backend) {
     world<TestType> w;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <array>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -284,7 +285,9 @@ public:
         if (stub.pages.size() > Limits.stub_pages) return failure(error::capacity_exceeded);
         for (const stub_page& p : stub.pages)
             if (!p.frame.is_aligned(page_size::size_4k)) return failure(error::misaligned);
-        for (std::size_t i = 0; i < stub.pages.size(); ++i) pages_[i] = stub.pages[i];
+        // Kept as mapped (supervisor-only), so no move rebuilds the attributes.
+        for (std::size_t i = 0; i < stub.pages.size(); ++i)
+            pages_[i] = stub_page{stub.pages[i].frame, supervisor_only(stub.pages[i].attrs)};
         page_count_ = stub.pages.size();
         built_for_ = stub.built_for;
         auto r = relocate_away(nullptr, relocation_cause::placement);
@@ -299,6 +302,8 @@ public:
         return placement_;
     }
     std::uint64_t stub_size() const noexcept { return page_count_ * page_bytes; }
+    // The stub's pages as mapped: the frames and attributes given to place,
+    // with `user` cleared.
     std::span<const stub_page> stub_pages() const noexcept { return {pages_.data(), page_count_}; }
 
     // ---- classification (claims 1, 5, 6, 11) ----------------------------------
@@ -766,17 +771,24 @@ private:
 
     // ---- stub mapping --------------------------------------------------------------
 
-    // The stub's pages at `at`, in runs of physically consecutive frames with
-    // equal attributes (one map call each); all or nothing.
+    // A backend that maps 4 KiB pages to frames that need not be consecutive
+    // in one call (x86-64: one walk per page table instead of one per page).
+    static constexpr bool maps_4k_pages = requires(P& s, virt_range r, attributes a) {
+        { s.map_4k_pages(r, a, [](std::uint64_t) { return phys_addr{}; }) } -> std::same_as<result<flush>>;
+    };
+
+    // The stub's pages at `at`, in runs of equal attributes and (unless the
+    // backend has map_4k_pages) physically consecutive frames, one map call
+    // each; all or nothing.
     status map_stub_pages(P& s, virt_range at) noexcept {
         std::size_t i = 0;
         while (i < page_count_) {
             std::size_t j = i + 1;
-            while (j < page_count_ && pages_[j].frame == pages_[j - 1].frame + page_bytes &&
-                   supervisor_only(pages_[j].attrs) == supervisor_only(pages_[i].attrs))
+            while (j < page_count_ && (maps_4k_pages || pages_[j].frame == pages_[j - 1].frame + page_bytes) &&
+                   pages_[j].attrs == pages_[i].attrs)
                 ++j;
             const auto run = virt_range::of(at.start() + i * page_bytes, (j - i) * page_bytes);
-            auto f = s.map(run, pages_[i].frame, supervisor_only(pages_[i].attrs), page_size::size_4k);
+            auto f = map_run(s, run, i);
             if (!f) {
                 if (i > 0) unmap_stub_pages(s, virt_range::of(at.start(), i * page_bytes));
                 return failure(f.error_code());
@@ -785,6 +797,12 @@ private:
             i = j;
         }
         return {};
+    }
+    result<flush> map_run(P& s, virt_range run, std::size_t first) noexcept {
+        if constexpr (maps_4k_pages)
+            return s.map_4k_pages(run, pages_[first].attrs, [&](std::uint64_t k) { return pages_[first + k].frame; });
+        else
+            return s.map(run, pages_[first].frame, pages_[first].attrs, page_size::size_4k);
     }
     // The stub's own 4 KiB leaves: no split, so no frame needed and no failure.
     void unmap_stub_pages(P& s, virt_range at) noexcept {
@@ -807,37 +825,45 @@ private:
 
     // Copies every guest page of `s` inside `dst` to the store (the 4 KiB
     // piece of its leaf) and unmaps it, leaf by leaf, journaled: one entry
-    // for all the 4 KiB leaves, one per large leaf. One walk finds each next
-    // leaf (a free placement: one walk, nothing else).
+    // for all the 4 KiB leaves, one per large leaf. The leaves are found a
+    // batch at a time (the tables change under the walk), so a free
+    // placement costs one walk and a small stack buffer.
     status displace(std::uint32_t id, P& s, virt_range dst, std::uint64_t& displaced) noexcept {
         if (auto r = journal({.kind = undo_kind::remap_small_leaves, .space = id, .range = dst}); !r) return r;
+        constexpr std::size_t batch = 16;
         virt_range rest = dst;
         for (;;) {
-            mapping l;
-            bool found = false;
+            mapping leaves[batch];
+            std::size_t n = 0;
             auto walked = s.for_each_mapping(rest, walk_order::bottom_up, [&](const mapping& m) {
-                l = m;
-                found = true;
-                return walk_control::stop;
+                leaves[n++] = m;
+                return n == batch ? walk_control::stop : walk_control::proceed;
             });
             if (!walked) return failure(walked.error_code());
-            if (!found) return {};
-            const virt_range cut = intersect(l.range(), dst).range;
-            const bool large = l.size != page_size::size_4k;
-            if (large && journal_size_ == journal_capacity) return failure(error::capacity_exceeded);
-            if (auto r = shadow_pieces(id, l, cut); !r) return r;
-            auto f = s.unmap(cut);
-            if (!f) {
-                for_each_page(cut, [&](virt_addr p) { must(store_->erase(shadow_key{id, p})); });
-                return failure(f.error_code());
-            }
-            collect(*f);
-            if (large)
-                must(journal({.kind = undo_kind::restore_leaf, .shadowed = true, .space = id, .range = cut, .leaf = l}));
-            displaced += cut.size() / page_bytes;
-            if (cut.last() == dst.last()) return {};
-            rest = virt_range::from_bounds(cut.last() + 1, dst.last());
+            for (std::size_t i = 0; i < n; ++i)
+                if (auto r = displace_leaf(id, s, dst, leaves[i], displaced); !r) return r;
+            if (n < batch) return {};
+            const virt_addr next = leaves[n - 1].range().end();
+            if (leaves[n - 1].range().last() >= dst.last()) return {};
+            rest = virt_range::from_bounds(next, dst.last());
         }
+    }
+
+    status displace_leaf(std::uint32_t id, P& s, virt_range dst, const mapping& l, std::uint64_t& displaced) noexcept {
+        const virt_range cut = intersect(l.range(), dst).range;
+        const bool large = l.size != page_size::size_4k;
+        if (large && journal_size_ == journal_capacity) return failure(error::capacity_exceeded);
+        if (auto r = shadow_pieces(id, l, cut); !r) return r;
+        auto f = s.unmap(cut);
+        if (!f) {
+            for_each_page(cut, [&](virt_addr p) { must(store_->erase(shadow_key{id, p})); });
+            return failure(f.error_code());
+        }
+        collect(*f);
+        if (large)
+            must(journal({.kind = undo_kind::restore_leaf, .shadowed = true, .space = id, .range = cut, .leaf = l}));
+        displaced += cut.size() / page_bytes;
+        return {};
     }
 
     // Inserts the pages of `cut` (inside leaf l) into the store; all or nothing.

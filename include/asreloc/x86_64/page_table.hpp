@@ -118,6 +118,54 @@ public:
         return replaced;
     }
 
+    // ---- extension: the manager's stub map ----
+
+    // Maps the 4 KiB pages of `range`, page i to frame_of(i) (any 4 KiB
+    // aligned frames, not necessarily consecutive), all with `attrs`: what
+    // map does one page at a time, with one walk when the range lies in one
+    // page table. All or nothing; errors as map.
+    template <class FrameOf>
+    result<flush> map_4k_pages(virt_range range, attributes attrs, FrameOf&& frame_of) noexcept {
+        if (!range.is_aligned(page_size::size_4k)) return failure(error::misaligned);
+        if (!is_canonical_range(range)) return failure(error::non_canonical);
+        if (!encodable(attrs)) return failure(error::invalid_attributes);
+        const std::uint64_t pages = range.size() / page_bytes;
+        for (std::uint64_t i = 0; i < pages; ++i) {
+            const phys_addr f = frame_of(i);
+            if (!f.is_aligned(page_size::size_4k)) return failure(error::misaligned);
+            if (!phys_addr{f.value() + (page_bytes - 1)}.is_valid()) return failure(error::out_of_bounds);
+        }
+        if (in_one_page_table(range)) {
+            const table_path p = walk_to_page_table(range.start().value());
+            if (p.stopped_at == 0) {
+                std::uint64_t* pt = p.table[1];
+                const unsigned first = table_index(range.start().value(), 1);
+                const unsigned last = table_index(range.last().value(), 1);
+                for (unsigned i = first; i <= last; ++i)
+                    if (entry{pt[i]}.present()) return failure(error::overlaps);
+                for (unsigned i = first; i <= last; ++i) pt[i] = make_leaf(1, frame_of(i - first), attrs).raw();
+                return flush::none();
+            }
+            if (p.stopped_on_leaf) return failure(error::overlaps);
+        }
+        flush done = flush::none();
+        for (std::uint64_t i = 0; i < pages; ++i) {
+            auto f = map(virt_range::of(range.start() + i * page_bytes, page_bytes), frame_of(i), attrs,
+                         page_size::size_4k);
+            if (!f) {
+                if (i > 0) {
+                    // Leaves this call just wrote: no split, so no failure.
+                    auto undone = unmap(virt_range::of(range.start(), i * page_bytes));
+                    Expects(undone.has_value());
+                    undone->ignore();  // they were not present before: nothing cached
+                }
+                return failure(f.error_code());
+            }
+            done.merge(*f);
+        }
+        return done;
+    }
+
     result<flush> unmap(virt_range range) noexcept {
         if (auto valid = validate(range); !valid) return failure(valid.error_code());
         if (const auto fast = unmap_in_leaf_table(range); fast != fast_path::not_taken) {
@@ -142,6 +190,7 @@ public:
     template <class Visitor>
     result<walk_control> for_each_mapping(virt_range window, walk_order order, Visitor&& visit) const {
         if (!window.is_aligned(page_size::size_4k)) return failure(error::misaligned);
+        if (in_one_page_table(window)) return walk_one_page_table(window, order, visit);
         return walk_mappings(root_, top(), 0, window, order, effective_rights{}, visit);
     }
 
@@ -578,6 +627,7 @@ private:
         std::uint64_t* table[6] = {};
         unsigned stopped_at = 0;
         bool stopped_on_leaf = false;
+        effective_rights rights{};  // through the table entries above table[1] (or above the large leaf)
     };
     table_path walk_to_page_table(std::uint64_t va) const noexcept {
         table_path p;
@@ -590,10 +640,33 @@ private:
                 p.stopped_on_leaf = e.present();
                 return p;
             }
+            p.rights = p.rights.through(e);
             table = table_at(e.table_address());
         }
         p.table[1] = table;
         return p;
+    }
+
+    // for_each_mapping over a window inside one page table: one walk down,
+    // then its entries; the same leaves, in the same order, as walk_mappings.
+    template <class Visitor>
+    walk_control walk_one_page_table(const virt_range& window, walk_order order, Visitor& visit) const {
+        const std::uint64_t va = window.start().value();
+        const table_path p = walk_to_page_table(va);
+        if (p.stopped_at != 0) {
+            if (!p.stopped_on_leaf) return walk_control::proceed;
+            const unsigned level = p.stopped_at;
+            const entry e{p.table[level][table_index(va, level)]};
+            const auto start = virt_addr{va}.align_down(size_of_level(level));
+            return call(visit, leaf_mapping(e, level, start, p.rights));
+        }
+        const std::uint64_t* pt = p.table[1];
+        const std::uint64_t base = va & ~(entry_span(2) - 1);
+        return for_indices({table_index(va, 1), table_index(window.last().value(), 1)}, order, [&](unsigned i) {
+            const entry e{pt[i]};
+            if (!e.present()) return walk_control::proceed;
+            return call(visit, leaf_mapping(e, 1, virt_addr{base + (std::uint64_t{i} << level_shift(1))}, p.rights));
+        });
     }
     static bool in_one_page_table(const virt_range& r) noexcept {
         return (r.start().value() >> level_shift(2)) == (r.last().value() >> level_shift(2));
@@ -722,13 +795,15 @@ private:
         *leaf.slot = make_table_entry(table).raw();
     }
 
-    // Eight entries at a time, ORed: the compiler vectorises the block, and
-    // an early exit per entry would cost a branch per entry.
+    // Whole blocks ORed into four accumulators (vectorised at -O3), one
+    // branch per block: a branch per entry costs more than the loads.
     static bool table_is_empty(const std::uint64_t* table) noexcept {
-        for (unsigned i = 0; i < entries_per_table; i += 8) {
-            std::uint64_t any = 0;
-            for (unsigned k = 0; k < 8; ++k) any |= table[i + k];
-            if (any != 0) return false;
+        constexpr unsigned block = 64;
+        for (const std::uint64_t* t = table; t != table + entries_per_table; t += block) {
+            std::uint64_t any[4] = {};
+            for (unsigned k = 0; k < block; k += 4)
+                for (unsigned j = 0; j < 4; ++j) any[j] |= t[k + j];
+            if (((any[0] | any[1]) | (any[2] | any[3])) != 0) return false;
         }
         return true;
     }
