@@ -83,7 +83,27 @@ public:
     template <class Visit>
     walk_control for_each_gap_at_least(const virt_range& window, walk_order order, std::uint64_t min_bytes,
                                        Visit&& visit) const {
-        return in_address_order(by_address_, window, order, span_of(min_bytes), visit);
+        const std::uint64_t least = span_of(min_bytes);
+        if (least == 0) return in_address_order(by_address_, window, order, least, visit);
+        // A search: usually the first range it reports is the answer, so each
+        // range is found by one descent of its own rather than by walking
+        // the tree in order.
+        std::uint64_t wlo = window.start().value(), whi = window.last().value();
+        for (;;) {
+            std::uint64_t lo, hi;
+            const bool found = order == walk_order::bottom_up ? lowest_at_least(wlo, whi, least, lo, hi)
+                                                              : highest_at_least(wlo, whi, least, lo, hi);
+            if (!found) return walk_control::proceed;
+            if (visit(virt_range::from_bounds(virt_addr{lo}, virt_addr{hi})) == walk_control::stop)
+                return walk_control::stop;
+            if (order == walk_order::bottom_up) {
+                if (hi == whi) return walk_control::proceed;
+                wlo = hi + 1;
+            } else {
+                if (lo == wlo) return walk_control::proceed;
+                whi = lo - 1;
+            }
+        }
     }
 
     // The same ranges, smallest part-inside-the-window first (ties: the
@@ -184,6 +204,84 @@ private:
 
     bool wide_enough(std::uint32_t t, std::uint64_t least) const noexcept {
         return t != nil && nodes_[t].widest >= least;
+    }
+
+    std::uint64_t span(std::uint32_t t) const noexcept { return nodes_[t].last - nodes_[t].first; }
+
+    // The lowest range whose part inside [wlo, whi] spans at least `least`,
+    // as that part in [lo, hi]; false when there is none.
+    bool lowest_at_least(std::uint64_t wlo, std::uint64_t whi, std::uint64_t least, std::uint64_t& lo,
+                         std::uint64_t& hi) const noexcept {
+        if (const std::uint32_t edge = containing(wlo); edge != nil) {
+            lo = wlo;
+            hi = min(nodes_[edge].last, whi);
+            if (hi - lo >= least) return true;
+            if (nodes_[edge].last >= whi) return false;
+        }
+        // The ranges starting above wlo are, in order, each node where the
+        // descent towards wlo turns left (deepest first), then its right
+        // subtree. The deepest such node holding a wide-enough range (itself
+        // or below its right) holds the answer.
+        std::uint32_t holder = nil;
+        for (std::uint32_t t = by_address_; t != nil;) {
+            const node& n = nodes_[t];
+            if (n.first <= wlo) {
+                t = n.right;
+                continue;
+            }
+            if (span(t) >= least || wide_enough(n.right, least)) holder = t;
+            t = n.left;
+        }
+        if (holder == nil) return false;
+        std::uint32_t t = holder;
+        if (span(t) < least) {
+            // `widest` is exact, so the lowest wide-enough range is found
+            // without turning back.
+            t = nodes_[t].right;
+            while (span(t) < least || wide_enough(nodes_[t].left, least))
+                t = wide_enough(nodes_[t].left, least) ? nodes_[t].left : nodes_[t].right;
+        }
+        if (nodes_[t].first > whi) return false;
+        lo = nodes_[t].first;
+        hi = min(nodes_[t].last, whi);
+        return hi - lo >= least;  // cut by the window's end: nothing above is inside it
+    }
+
+    // The mirror image: the highest such range.
+    bool highest_at_least(std::uint64_t wlo, std::uint64_t whi, std::uint64_t least, std::uint64_t& lo,
+                          std::uint64_t& hi) const noexcept {
+        const std::uint32_t edge = containing(whi);
+        if (edge != nil) {
+            lo = max(nodes_[edge].first, wlo);
+            hi = whi;
+            if (hi - lo >= least) return true;
+            if (nodes_[edge].first <= wlo) return false;
+        }
+        // Below the edge (or at or below whi): each node where the descent
+        // turns right, deepest first, then its left subtree.
+        const std::uint64_t bound = edge != nil ? nodes_[edge].first : whi;
+        const bool inclusive = edge == nil;  // a range may start at whi only if it is the edge
+        std::uint32_t holder = nil;
+        for (std::uint32_t t = by_address_; t != nil;) {
+            const node& n = nodes_[t];
+            if (n.first > bound || (n.first == bound && !inclusive)) {
+                t = n.left;
+                continue;
+            }
+            if (span(t) >= least || wide_enough(n.left, least)) holder = t;
+            t = n.right;
+        }
+        if (holder == nil) return false;
+        std::uint32_t t = holder;
+        if (span(t) < least) {
+            t = nodes_[t].left;
+            while (span(t) < least || wide_enough(nodes_[t].right, least))
+                t = wide_enough(nodes_[t].right, least) ? nodes_[t].right : nodes_[t].left;
+        }
+        if (nodes_[t].last < wlo) return false;
+        lo = max(nodes_[t].first, wlo);
+        hi = nodes_[t].last;
+        return hi - lo >= least;
     }
 
     // ---- changes ----
