@@ -7,14 +7,14 @@
 #include <string>
 #include <vector>
 
-#include "host_frames.hpp"
+#include "sim/host_memory.hpp"
 #include "layouts.hpp"
 
 namespace asreloc::bench {
 
 struct bench_context {
     std::filesystem::path data;
-    host_frames frames{std::size_t{1} << 19};  // 2 GiB reserved, touched as used
+    lab::host_memory frames{std::size_t{1} << 19};  // 2 GiB of table frames reserved, touched as used
     offset_phys_map memory = frames.map();
     std::vector<guest_layout> layouts;
 };

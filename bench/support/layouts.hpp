@@ -17,11 +17,11 @@
 #include "asreloc/x86_64/page_table.hpp"
 #include "formats/guest_ranges.hpp"
 #include "formats/maps_layout.hpp"
-#include "host_frames.hpp"
+#include "sim/host_memory.hpp"
 
 namespace asreloc::bench {
 
-using space = x86_64::page_table<host_frames, offset_phys_map>;
+using space = x86_64::page_table<lab::host_memory, offset_phys_map>;
 
 enum class layout_kind { process64, process32, guest_os };
 
@@ -64,10 +64,10 @@ inline std::uint64_t next_boundary(std::uint64_t va, page_size s) {
 // then 4 KiB), as a kernel's direct map or transparent huge pages would. Leaf
 // frames are made-up addresses with the same alignment: finders, walks and
 // translations never touch a leaf's frame.
-inline std::optional<std::string> build_tables(guest_layout& g, host_frames& frames, const offset_phys_map& memory) {
+inline std::optional<std::string> build_tables(guest_layout& g, lab::host_memory& frames, const offset_phys_map& memory) {
     auto created = space::create(frames, memory, g.mode);
     if (!created) return std::string("cannot create a root table: ") + to_string(created.error_code());
-    const std::size_t before = frames.in_use();
+    const std::size_t before = frames.frames_in_use();
     g.table = std::make_unique<space>(std::move(*created));
     constexpr std::uint64_t phys_mask = (std::uint64_t{1} << 45) - 1;
     for (const auto& r : g.regions) {
@@ -100,7 +100,7 @@ inline std::optional<std::string> build_tables(guest_layout& g, host_frames& fra
             va = run_end;
         }
     }
-    g.table_frames = frames.in_use() - before;
+    g.table_frames = frames.frames_in_use() - before;
     std::uint64_t lo = g.regions.front().start, hi = g.regions.front().end;
     for (const auto& r : g.regions) {
         lo = std::min(lo, r.start);
