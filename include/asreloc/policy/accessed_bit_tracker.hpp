@@ -1,11 +1,11 @@
 // The accessed-bit hotness tracker: heat from the guest's own touches, read by
 // harvesting (query-and-clear) the accessed bits of candidate ranges each
-// period, plus the traps the monitor sees. Same slot table as trap counting.
+// period, plus the traps the monitor sees: a trap_count_tracker that also
+// harvests.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <span>
 
 #include "asreloc/core/address.hpp"
 #include "asreloc/core/attributes.hpp"
@@ -13,24 +13,15 @@
 #include "asreloc/paging/flush.hpp"
 #include "asreloc/paging/mapping.hpp"
 #include "asreloc/paging/page_table.hpp"
-#include "asreloc/policy/hotness_table.hpp"
 #include "asreloc/policy/hotness_tracker.hpp"
+#include "asreloc/policy/trap_count_tracker.hpp"
 
 namespace asreloc {
 
 template <std::size_t Capacity = 64>
-class accessed_bit_tracker {
+class accessed_bit_tracker : public trap_count_tracker<Capacity> {
 public:
-    constexpr explicit accessed_bit_tracker(hotness_config config = {}) noexcept : table_(config) {}
-
-    constexpr void record_access(virt_addr va, std::uint32_t count) noexcept { table_.record(va, count); }
-    constexpr void age() noexcept { table_.age(); }
-    constexpr std::uint32_t hotness(const virt_range& r) const noexcept { return table_.hotness(r); }
-    constexpr bool is_cold(const virt_range& r) const noexcept { return table_.is_cold(r); }
-    constexpr result<virt_range> coldest_of(std::span<const virt_range> candidates) const noexcept {
-        return table_.coldest_of(candidates);
-    }
-    constexpr std::size_t tracked() const noexcept { return table_.tracked(); }
+    using trap_count_tracker<Capacity>::trap_count_tracker;
 
     // Harvests the accessed bits of `range` granule by granule: each granule
     // holding accessed pages gains one access per accessed 4 KiB page. Only
@@ -44,7 +35,7 @@ public:
         if (!space.is_canonical(range.start()) || !space.is_canonical(range.last()) ||
             (range.start().value() >> 63) != (range.last().value() >> 63))
             return failure(error::non_canonical);
-        const std::uint64_t g = table_.config().granularity;
+        const std::uint64_t g = this->config().granularity;
         flush all = flush::none();
         std::uint64_t cursor = range.start().value();
         while (true) {
@@ -67,15 +58,12 @@ public:
                                                  ad_bits::accessed);
             if (!sampled) return failure(sampled.error_code());
             all.merge(sampled->invalidate);
-            if (sampled->accessed_pages > 0) table_.record(virt_addr{granule}, sampled->accessed_pages);
+            if (sampled->accessed_pages > 0) this->record(virt_addr{granule}, sampled->accessed_pages);
             if (piece_last == range.last().value()) break;
             cursor = piece_last + 1;
         }
         return all;
     }
-
-private:
-    hotness_table<Capacity> table_;
 };
 
 static_assert(hotness_tracker<accessed_bit_tracker<>>);

@@ -29,6 +29,11 @@ public:
         return table_.coldest_of(candidates);
     }
     constexpr std::size_t tracked() const noexcept { return table_.tracked(); }
+    constexpr const hotness_config& config() const noexcept { return table_.config(); }
+
+protected:
+    // For trackers that add sources of heat (accessed_bit_tracker).
+    constexpr void record(virt_addr va, std::uint64_t count) noexcept { table_.record(va, count); }
 
 private:
     hotness_table<Capacity> table_;
