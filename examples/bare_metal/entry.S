@@ -1,6 +1,7 @@
 // Trap entry, the ring-3 round trip and the access probes. Kept in assembly
 // because each of them depends on an exact stack layout or on the address of
 // one faulting instruction.
+#include "gprs.inc"
 
 // ---------------------------------------------------------------------------
 // Interrupt entry: every vector pushes the same trap_frame (see cpu.hpp) and
@@ -9,42 +10,14 @@
 // layout. Stub n starts at isr_stubs + 16 * n.
     .text
 isr_common:
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    push_gprs
     movq %rsp, %rdi
     movq %rsp, %rbx
     andq $-16, %rsp
     cld
     call trap_dispatch
     movq %rbx, %rsp
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+    pop_gprs
     addq $16, %rsp
     iretq
 

@@ -11,6 +11,8 @@
 // stub_resume to the stub's exit at the stub's placement *then* (it may have
 // moved while the monitor ran).
 
+#include "gprs.inc"
+
 #define STUB_CODE          0x2000      // from the start of the stub (stub_code_offset)
 #define STUB_DATA          0x3000      // stub_data_offset
 #define DATA_MONITOR_CR3   0
@@ -60,21 +62,7 @@ stub_entries:
     jmp stub_common
 
 stub_common:
-    pushq %rax
-    pushq %rbx
-    pushq %rcx
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %rbp
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %r11
-    pushq %r12
-    pushq %r13
-    pushq %r14
-    pushq %r15
+    push_gprs
     cld
     cmpq $14, F_VECTOR(%rsp)
     jne 1f
@@ -115,21 +103,7 @@ stub_exit:
     movq DATA(DATA_GUEST_CR3), %rax
     movq %rax, %cr3
 stub_restore:
-    popq %r15
-    popq %r14
-    popq %r13
-    popq %r12
-    popq %r11
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rbp
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rcx
-    popq %rbx
-    popq %rax
+    pop_gprs
     addq $24, %rsp                    // vector, CR2, error code
     iretq
 
