@@ -209,28 +209,30 @@ private:
     std::uint64_t span(std::uint32_t t) const noexcept { return nodes_[t].last - nodes_[t].first; }
 
     // The lowest range whose part inside [wlo, whi] spans at least `least`,
-    // as that part in [lo, hi]; false when there is none.
+    // as that part in [lo, hi]; false when there is none. One descent
+    // towards wlo finds both the range holding wlo (the last node where it
+    // turns right) and the holder of the answer among the ranges above: those
+    // are, in order, each node where the descent turns left (deepest first),
+    // then its right subtree, so the deepest such node holding a wide-enough
+    // range (itself or below its right) holds the answer.
     bool lowest_at_least(std::uint64_t wlo, std::uint64_t whi, std::uint64_t least, std::uint64_t& lo,
                          std::uint64_t& hi) const noexcept {
-        if (const std::uint32_t edge = containing(wlo); edge != nil) {
-            lo = wlo;
-            hi = min(nodes_[edge].last, whi);
-            if (hi - lo >= least) return true;
-            if (nodes_[edge].last >= whi) return false;
-        }
-        // The ranges starting above wlo are, in order, each node where the
-        // descent towards wlo turns left (deepest first), then its right
-        // subtree. The deepest such node holding a wide-enough range (itself
-        // or below its right) holds the answer.
-        std::uint32_t holder = nil;
+        std::uint32_t below = nil, holder = nil;
         for (std::uint32_t t = by_address_; t != nil;) {
             const node& n = nodes_[t];
             if (n.first <= wlo) {
+                below = t;
                 t = n.right;
                 continue;
             }
             if (span(t) >= least || wide_enough(n.right, least)) holder = t;
             t = n.left;
+        }
+        if (below != nil && nodes_[below].last >= wlo) {  // the range holding wlo comes first
+            lo = wlo;
+            hi = min(nodes_[below].last, whi);
+            if (hi - lo >= least) return true;
+            if (nodes_[below].last >= whi) return false;
         }
         if (holder == nil) return false;
         std::uint32_t t = holder;
@@ -247,41 +249,53 @@ private:
         return hi - lo >= least;  // cut by the window's end: nothing above is inside it
     }
 
-    // The mirror image: the highest such range.
+    // The mirror image: the highest such range. The descent towards whi turns
+    // right at the candidates (deepest first, each then its left subtree);
+    // the deepest of them is the range that may hold whi, which counts only
+    // for its part inside the window.
     bool highest_at_least(std::uint64_t wlo, std::uint64_t whi, std::uint64_t least, std::uint64_t& lo,
                           std::uint64_t& hi) const noexcept {
-        const std::uint32_t edge = containing(whi);
-        if (edge != nil) {
-            lo = max(nodes_[edge].first, wlo);
-            hi = whi;
-            if (hi - lo >= least) return true;
-            if (nodes_[edge].first <= wlo) return false;
-        }
-        // Below the edge (or at or below whi): each node where the descent
-        // turns right, deepest first, then its left subtree.
-        const std::uint64_t bound = edge != nil ? nodes_[edge].first : whi;
-        const bool inclusive = edge == nil;  // a range may start at whi only if it is the edge
-        std::uint32_t holder = nil;
+        std::uint32_t deepest = nil, holder = nil, holder_above_deepest = nil;
         for (std::uint32_t t = by_address_; t != nil;) {
             const node& n = nodes_[t];
-            if (n.first > bound || (n.first == bound && !inclusive)) {
+            if (n.first > whi) {
                 t = n.left;
                 continue;
             }
+            deepest = t;
+            holder_above_deepest = holder;
             if (span(t) >= least || wide_enough(n.left, least)) holder = t;
             t = n.right;
         }
-        if (holder == nil) return false;
-        std::uint32_t t = holder;
-        if (span(t) < least) {
-            t = nodes_[t].left;
-            while (span(t) < least || wide_enough(nodes_[t].right, least))
-                t = wide_enough(nodes_[t].right, least) ? nodes_[t].right : nodes_[t].left;
+        if (deepest != nil && nodes_[deepest].last >= whi) {  // the range holding whi comes first
+            lo = max(nodes_[deepest].first, wlo);
+            hi = whi;
+            if (hi - lo >= least) return true;
+            if (nodes_[deepest].first <= wlo) return false;
+            // Only what lies below it is left: its left subtree, then the
+            // shallower candidates.
+            holder = wide_enough(nodes_[deepest].left, least) ? deepest : holder_above_deepest;
+            if (holder == deepest) return highest_below(nodes_[deepest].left, wlo, least, lo, hi);
         }
+        if (holder == nil) return false;
+        if (span(holder) >= least) return clip_from(holder, wlo, least, lo, hi);
+        return highest_below(nodes_[holder].left, wlo, least, lo, hi);
+    }
+
+    // The highest wide-enough range of the subtree at t (which has one),
+    // clipped to start at wlo.
+    bool highest_below(std::uint32_t t, std::uint64_t wlo, std::uint64_t least, std::uint64_t& lo,
+                       std::uint64_t& hi) const noexcept {
+        while (span(t) < least || wide_enough(nodes_[t].right, least))
+            t = wide_enough(nodes_[t].right, least) ? nodes_[t].right : nodes_[t].left;
+        return clip_from(t, wlo, least, lo, hi);
+    }
+    bool clip_from(std::uint32_t t, std::uint64_t wlo, std::uint64_t least, std::uint64_t& lo,
+                   std::uint64_t& hi) const noexcept {
         if (nodes_[t].last < wlo) return false;
         lo = max(nodes_[t].first, wlo);
         hi = nodes_[t].last;
-        return hi - lo >= least;
+        return hi - lo >= least;  // cut by the window's start: nothing below is inside it
     }
 
     // ---- changes ----
