@@ -21,20 +21,29 @@ struct first_fit_finder {
         if (auto ok = policy_detail::check_request(spaces.size(), request); !ok) return failure(ok.error_code());
         virt_range window;
         if (!policy_detail::page_window(request.window, window)) return failure(error::no_free_range);
+        const std::uint64_t least = policy_detail::least_gap(request);
         bool found = false;
         virt_addr at;
+        auto fits = [&](const virt_range& free) {
+            found = Order == walk_order::bottom_up ? policy_detail::fit_lowest(free, request, at)
+                                                   : policy_detail::fit_highest(free, request, at);
+            return found ? walk_control::stop : walk_control::proceed;
+        };
+        // One indexed space hands out whole gaps, only those wide enough.
+        if constexpr (sized_gap_walk<P>) {
+            if (spaces.size() == 1) {
+                auto walked = spaces[0]->for_each_gap_at_least(window, Order, least, fits);
+                if (!walked) return failure(walked.error_code());
+                if (!found) return failure(error::no_free_range);
+                return virt_range::of(at, request.size);
+            }
+        }
         // A first fit depends only on the gap's near end (its start bottom-up,
         // its end top-down) and on enough room after it, so it can be judged
         // on the run of free space seen so far: the search stops as soon as
         // that run fits, not at the far end of the gap.
         policy_detail::free_run run{Order};
-        auto visit = [&](const virt_range& piece) {
-            const virt_range& so_far = run.add(piece);
-            found = Order == walk_order::bottom_up ? policy_detail::fit_lowest(so_far, request, at)
-                                                   : policy_detail::fit_highest(so_far, request, at);
-            return found ? walk_control::stop : walk_control::proceed;
-        };
-        const std::uint64_t least = policy_detail::least_gap(request);
+        auto visit = [&](const virt_range& piece) { return fits(run.add(piece)); };
         auto walked = policy_detail::walk_common_free_pieces<P>(spaces, 0, window, Order, least, visit);
         if (!walked) return failure(walked.error_code());
         if (!found) return failure(error::no_free_range);
