@@ -111,8 +111,8 @@ TEMPLATE_TEST_CASE("a stub of scattered frames moved across a page-table boundar
     REQUIRE(pages[1].frame != pages[0].frame + page_bytes);
     REQUIRE(w.manager().place(stub_description{pages, stub_built_for}).has_value());
     // Four pages before a 2 MiB boundary and four after, where no space has
-    // a page table yet: the second table is asked for after the first four
-    // pages are written.
+    // a page table yet: two new tables per space, and no page may stay
+    // written when the second cannot be had.
     const std::uint64_t two_m = bytes(page_size::size_2m);
     const auto to = virt_range::of(virt_addr{window_base + 5 * two_m - 4 * page_bytes}, pages.size() * page_bytes);
     const auto before = w.take();

@@ -840,8 +840,16 @@ private:
                 return n == batch ? walk_control::stop : walk_control::proceed;
             });
             if (!walked) return failure(walked.error_code());
-            for (std::size_t i = 0; i < n; ++i)
-                if (auto r = displace_leaf(id, s, dst, leaves[i], displaced); !r) return r;
+            for (std::size_t i = 0; i < n;) {
+                // Adjacent 4 KiB leaves go as one run (one unmap); a large leaf alone.
+                std::size_t j = i + 1;
+                if (leaves[i].size == page_size::size_4k)
+                    while (j < n && leaves[j].size == page_size::size_4k && leaves[j].start == leaves[j - 1].range().end())
+                        ++j;
+                if (auto r = displace_run(id, s, dst, std::span<const mapping>{leaves + i, j - i}, displaced); !r)
+                    return r;
+                i = j;
+            }
             if (n < batch) return {};
             const virt_addr next = leaves[n - 1].range().end();
             if (leaves[n - 1].range().last() >= dst.last()) return {};
@@ -849,19 +857,32 @@ private:
         }
     }
 
-    status displace_leaf(std::uint32_t id, P& s, virt_range dst, const mapping& l, std::uint64_t& displaced) noexcept {
-        const virt_range cut = intersect(l.range(), dst).range;
-        const bool large = l.size != page_size::size_4k;
+    // One large leaf, or adjacent 4 KiB leaves (all inside dst): their pages
+    // to the store, then one unmap; all or nothing.
+    status displace_run(std::uint32_t id, P& s, virt_range dst, std::span<const mapping> run,
+                        std::uint64_t& displaced) noexcept {
+        const bool large = run.front().size != page_size::size_4k;
+        const virt_range cut = large ? intersect(run.front().range(), dst).range
+                                     : virt_range::from_bounds(run.front().start, run.back().range().last());
         if (large && journal_size_ == journal_capacity) return failure(error::capacity_exceeded);
-        if (auto r = shadow_pieces(id, l, cut); !r) return r;
+        auto forget = [&](virt_addr first, virt_addr end) {
+            for (virt_addr p = first; p != end; p = p + page_bytes) must(store_->erase(shadow_key{id, p}));
+        };
+        for (const mapping& l : run) {
+            if (auto r = shadow_pieces(id, l, large ? cut : l.range()); !r) {
+                forget(cut.start(), l.start < cut.start() ? cut.start() : l.start);
+                return r;
+            }
+        }
         auto f = s.unmap(cut);
         if (!f) {
-            for_each_page(cut, [&](virt_addr p) { must(store_->erase(shadow_key{id, p})); });
+            forget(cut.start(), cut.end());
             return failure(f.error_code());
         }
         collect(*f);
         if (large)
-            must(journal({.kind = undo_kind::restore_leaf, .shadowed = true, .space = id, .range = cut, .leaf = l}));
+            must(journal(
+                {.kind = undo_kind::restore_leaf, .shadowed = true, .space = id, .range = cut, .leaf = run.front()}));
         displaced += cut.size() / page_bytes;
         return {};
     }

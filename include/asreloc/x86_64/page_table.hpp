@@ -123,7 +123,7 @@ public:
     // Maps the 4 KiB pages of `range`, page i to frame_of(i) (any 4 KiB
     // aligned frames, not necessarily consecutive), all with `attrs`: what
     // map does one page at a time, with one walk when the range lies in one
-    // page table. All or nothing; errors as map.
+    // existing page table. All or nothing; errors as map.
     template <class FrameOf>
     result<flush> map_4k_pages(virt_range range, attributes attrs, FrameOf&& frame_of) noexcept {
         if (!range.is_aligned(page_size::size_4k)) return failure(error::misaligned);
@@ -148,22 +148,18 @@ public:
             }
             if (p.stopped_on_leaf) return failure(error::overlaps);
         }
-        flush done = flush::none();
+        // Elsewhere, as map does: validate and reserve every table first, so
+        // nothing is written unless everything succeeds (no undo, no lost flush).
+        if (any_mapping_in(range)) return failure(error::overlaps);
+        frame_reserve reserve{*this};
+        if (auto r = reserve.take(tables_needed(root_, top(), range, 1)); !r) return failure(r.error_code());
+        flush replaced = flush::none();
         for (std::uint64_t i = 0; i < pages; ++i) {
-            auto f = map(virt_range::of(range.start() + i * page_bytes, page_bytes), frame_of(i), attrs,
-                         page_size::size_4k);
-            if (!f) {
-                if (i > 0) {
-                    // Leaves this call just wrote: no split, so no failure.
-                    auto undone = unmap(virt_range::of(range.start(), i * page_bytes));
-                    Expects(undone.has_value());
-                    undone->ignore();  // they were not present before: nothing cached
-                }
-                return failure(f.error_code());
-            }
-            done.merge(*f);
+            const auto page = virt_range::of(range.start() + i * page_bytes, page_bytes);
+            map_into(table_at(root_), top(), page, frame_of(i).value() - page.start().value(), attrs, 1, reserve,
+                     replaced);
         }
-        return done;
+        return replaced;
     }
 
     result<flush> unmap(virt_range range) noexcept {
