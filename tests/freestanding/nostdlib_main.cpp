@@ -1,13 +1,17 @@
 // A program linked with -nostdlib -static: no libc, no libstdc++, no heap.
 // It instantiates the x86-64 backend over a static array standing in for
-// physical memory and exercises it, so any hosted dependency of the core
+// physical memory and exercises it, bare and with its free space indexed (a
+// region finder over indexed_page_table), so any hosted dependency of the core
 // (an allocation, an exception, RTTI, an iostream) fails the link or the run.
 // Exit status 0 means every check held; N > 0 names the failing check.
 #include <cstddef>
 #include <cstdint>
 
 #include <asreloc/paging/frame_pool.hpp>
+#include <asreloc/paging/indexed_page_table.hpp>
 #include <asreloc/paging/phys_map.hpp>
+#include <asreloc/policy/best_fit_finder.hpp>
+#include <asreloc/policy/first_fit_finder.hpp>
 #include <asreloc/x86_64/page_table.hpp>
 
 // What the compiler and GSL may call, written here as a kernel would.
@@ -51,6 +55,32 @@ namespace {
 constexpr std::size_t frame_count = 64;
 alignas(4096) std::byte physical_memory[frame_count * 4096];
 
+asreloc::gap_index::node gap_nodes[16];
+
+// The finders over an indexed space: a hole between two mappings, found by
+// size; the index follows the maps and unmaps made through it.
+int run_indexed(asreloc::frame_pool<frame_count>& frames, const asreloc::offset_phys_map& identity) {
+    using namespace asreloc;
+    using space_t = x86_64::page_table<frame_pool<frame_count>, offset_phys_map>;
+    auto table = space_t::create(frames, identity, x86_64::paging_mode::four_level);
+    if (!table) return 20;
+    auto space = indexed_page_table<space_t>::over(*table, gap_nodes);
+    if (!space) return 21;
+    const virt_addr base{0x4000'0000};
+    if (!space->map(virt_range::of(base, 4096), phys_addr{0x10'0000}, {}, page_size::size_4k)) return 22;
+    if (!space->map(virt_range::of(base + 0x3000, 4096), phys_addr{0x10'0000}, {}, page_size::size_4k)) return 23;
+    const indexed_page_table<space_t>* one[] = {&*space};
+    const region_request two_pages{.size = 0x2000, .window = virt_range::of(base, 0x10'0000)};
+    auto best = best_fit_finder{}.find_free(std::span<const indexed_page_table<space_t>* const>{one}, two_pages);
+    if (!best || best->start() != base + 0x1000) return 24;  // the two-page hole, not the large gap above
+    auto high = top_down_finder{}.find_free(std::span<const indexed_page_table<space_t>* const>{one}, two_pages);
+    if (!high || high->last() != base + 0xf'ffff) return 25;
+    if (!space->unmap(virt_range::of(base, 4096)) || !space->unmap(virt_range::of(base + 0x3000, 4096))) return 26;
+    auto low = bottom_up_finder{}.find_free(std::span<const indexed_page_table<space_t>* const>{one}, two_pages);
+    if (!low || low->start() != base) return 27;
+    return space->index().size() == 2 ? 0 : 28;  // the two canonical halves, whole again
+}
+
 int run() {
     using namespace asreloc;
     // Physical addresses are the array's own addresses: the identity phys map.
@@ -83,7 +113,7 @@ int run() {
     }
     // Every table page went back when the space was emptied and destroyed.
     if (frames.free_count() != before) return 11;
-    return 0;
+    return run_indexed(frames, identity);
 }
 
 }  // namespace
