@@ -944,15 +944,20 @@ private:
     }
 
     // Commit step: copy the content of every displaced page of `id` under
-    // `at` into its guest frame and forget it. Cannot fail.
+    // `at` into its guest frame and forget it. Cannot fail. Highest page
+    // first: a store kept in key order (the pool's sorted index) then drops
+    // entries from its end instead of shifting the rest down each time.
     std::uint64_t restore_displaced(std::uint32_t id, virt_range at) noexcept {
         std::uint64_t restored = 0;
         if (displaced_[id] == 0) return restored;
-        for_each_page(at, [&](virt_addr p) {
-            if (store_->original(shadow_key{id, p}) == nullptr) return;
-            must(restore_content(*store_, shadow_key{id, p}, *memory_));
-            ++restored;
-        });
+        for (std::uint64_t p = at.last().value() - (page_bytes - 1);; p -= page_bytes) {
+            const shadow_key key{id, virt_addr{p}};
+            if (store_->original(key) != nullptr) {
+                must(restore_content(*store_, key, *memory_));
+                ++restored;
+            }
+            if (p == at.start().value()) break;
+        }
         return restored;
     }
 
