@@ -136,13 +136,13 @@ TEST_CASE("top-down places the stub at the very top of a whole 64-bit guest spac
             for (const auto& f : r.failure_samples) INFO(f);
             CHECK(r.failures == 0);
             REQUIRE(r.first_placement.has_value());
-            CHECK(r.first_placement->start().value() == 0 - 0x4000);
+            CHECK(r.first_placement->start().value() == std::uint64_t{0} - 0x4000);
             CHECK(r.first_placement->last().value() == ~std::uint64_t{0});
             CHECK_FALSE(r.first_placement_victim);
             CHECK(r.stats.conflicts == 1);
             CHECK(r.stats.free_relocations == 1);
             REQUIRE(r.final_placement.has_value());
-            CHECK(r.final_placement->last().value() == 0 - 0x10000 - 1);  // right below the guest's new map
+            CHECK(r.final_placement->last().value() == std::uint64_t{0} - 0x10000 - 1);  // right below the guest's new map
             CHECK(r.fixups_consistent);  // IDT, GDT, TSS (RSP0 = 0 at the top) and GDTR/IDTR followed both moves
         }
     }
