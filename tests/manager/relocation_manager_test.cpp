@@ -526,3 +526,20 @@ TEST_CASE("every manager enumeration has a name", "[manager]") {
     CHECK(names.size() == static_cast<std::size_t>(trace_kind::rollback) + 1);
     CHECK(names.count("unknown") == 0);
 }
+
+TEMPLATE_TEST_CASE("a free range where a fixup result would not be canonical is left out and the next one taken", "[manager]", x86_backend,
+                   reference_backend) {
+    // The window ends at the top of the lower half: the highest free range
+    // there would put the TSS stack top (the stub's end) at 2^47, which is not
+    // canonical under 4-level paging, so the stack fixup refuses it.
+    constexpr std::uint64_t half_top = std::uint64_t{1} << 47;
+    world_options o;
+    o.config.window = virt_range::from_bounds(virt_addr{half_top - 64 * page_bytes}, virt_addr{half_top - 1});
+    world<TestType> w(o);
+    w.add_guest();
+    auto placed = w.place();
+    REQUIRE(placed.has_value());
+    CHECK(placed->to.last().value() == half_top - stub_bytes - 1);  // the next range down
+    CHECK(w.tables().tss.rsp[0] == half_top - stub_bytes);
+    CHECK(w.manager().stats().rollbacks == 1);  // the refused attempt, undone
+}

@@ -619,6 +619,43 @@ private:
         std::size_t count = 0;
     };
 
+    // The ranges a free-range search leaves out: the range the guest needs,
+    // and candidates the fixups refused. Kept sorted and disjoint.
+    static constexpr std::size_t refused_retries = 2;
+    struct window_parts {
+        virt_range part[refused_retries + 2]{};
+        std::size_t count = 0;
+    };
+    class excluded_ranges {
+    public:
+        bool full() const noexcept { return count_ == refused_retries + 1; }
+        void add(virt_range r) noexcept {
+            std::size_t i = count_;
+            for (; i > 0 && r.start() < ranges_[i - 1].start(); --i) ranges_[i] = ranges_[i - 1];
+            ranges_[i] = r;
+            ++count_;
+        }
+        // The parts of `w` outside every excluded range, ascending.
+        window_parts parts_of(virt_range w) const noexcept {
+            window_parts out;
+            virt_addr from = w.start();
+            bool open = true;  // [from, w.last()] may still hold something
+            for (std::size_t i = 0; i < count_ && open; ++i) {
+                const virt_range& x = ranges_[i];
+                if (x.last() < from || x.start() > w.last()) continue;
+                if (from < x.start()) out.part[out.count++] = virt_range::from_bounds(from, x.start() - 1);
+                if (x.last() >= w.last()) open = false;
+                else if (x.last() + 1 > from) from = x.last() + 1;
+            }
+            if (open) out.part[out.count++] = virt_range::from_bounds(from, w.last());
+            return out;
+        }
+
+    private:
+        virt_range ranges_[refused_retries + 1]{};
+        std::size_t count_ = 0;
+    };
+
     template <class T>
     static constexpr T min_of(T a, T b) noexcept {
         return a < b ? a : b;
@@ -1069,19 +1106,6 @@ private:
         return true;
     }
 
-    // The window parts of config_.window that do not overlap `avoid`.
-    outside_parts window_around(const virt_range* avoid) const noexcept {
-        outside_parts out;
-        const virt_range w = config_.window;
-        if (avoid == nullptr || !avoid->overlaps(w)) {
-            out.part[out.count++] = w;
-            return out;
-        }
-        if (w.start() < avoid->start()) out.part[out.count++] = virt_range::from_bounds(w.start(), avoid->start() - 1);
-        if (avoid->last() < w.last()) out.part[out.count++] = virt_range::from_bounds(avoid->last() + 1, w.last());
-        return out;
-    }
-
     outside_parts split_around_placement(virt_range r) const noexcept {
         outside_parts out;
         if (!placed_ || !placement_.overlaps(r)) {
@@ -1095,10 +1119,24 @@ private:
     }
 
     // Claim 9 first (a range free in every space), then claim 10 (a victim).
+    // A free range where a fixup's result would not be canonical (a stack
+    // top at the end of a range that ends at the top of the lower half) is
+    // left out and the next one tried, a few times, before a victim. A
+    // fixup's own veto (fixup_refused) ends the operation, as the embedder
+    // asked.
     result<relocation_report> relocate_away(const virt_range* avoid, relocation_cause cause) {
-        auto free_range = find_free(avoid);
-        if (free_range) return move_stub(*free_range, cause);
-        if (free_range.error_code() != error::no_free_range) return fail_early(free_range.error_code());
+        excluded_ranges excluded;
+        if (avoid != nullptr) excluded.add(*avoid);
+        for (;;) {
+            auto free_range = find_free(excluded);
+            if (!free_range) {
+                if (free_range.error_code() != error::no_free_range) return fail_early(free_range.error_code());
+                break;
+            }
+            auto moved = move_stub(*free_range, cause);
+            if (moved || moved.error_code() != error::non_canonical || excluded.full()) return moved;
+            excluded.add(*free_range);
+        }
         auto victim = find_victim(avoid);
         if (!victim) return fail_early(victim.error_code());
         return move_stub(*victim, cause);
@@ -1111,9 +1149,9 @@ private:
         return failure(code);
     }
 
-    result<virt_range> find_free(const virt_range* avoid) const {
+    result<virt_range> find_free(const excluded_ranges& excluded) const {
         const space_set s = all_spaces();
-        const outside_parts windows = window_around(avoid);
+        const window_parts windows = excluded.parts_of(config_.window);
         for (std::size_t i = 0; i < windows.count; ++i) {
             const region_request request{stub_size(), config_.alignment, config_.guard, windows.part[i]};
             auto r = finder_.find_free(s.span(), request);
