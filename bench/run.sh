@@ -32,7 +32,7 @@ status=$?
     echo "$(c++ --version | head -1), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo "Shared and noisy (other builds ran at the same time): compare ratios, not absolute times."
     echo
-    sed -n '/^## Layouts/,$p' "$out" | sed 's/^## /### /; s/^### \(Free\|Translate\|Relocation\|Hotness\|Memory\|Errors\)/#### \1/'
+    sed -n '/^## Layouts/,$p' "$out" | sed 's/^## /### /; s/^### \(Free\|Index\|Translate\|Relocation\|Hotness\|Memory\|Errors\)/#### \1/'
 } > "$out.section"
 
 if [ "$update" = yes ]; then
