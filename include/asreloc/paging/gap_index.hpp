@@ -119,13 +119,14 @@ public:
         edges.add(at_lo, clipped(at_lo, window), least);
         if (at_hi != at_lo) edges.add(at_hi, clipped(at_hi, window), least);
 
-        std::uint64_t span = least, first = 0;
-        for (std::uint32_t t; (t = lower_bound(span, first)) != nil;) {
+        // Size order: the next range after the key (span, first) each time.
+        std::uint64_t key_span = least, key_first = 0;
+        for (std::uint32_t t; (t = lower_bound(key_span, key_first)) != nil;) {
             const node& n = nodes_[t];
-            span = n.last - n.first;
-            first = n.first + 1;  // ranges are disjoint: nothing else starts at n.first
+            key_span = n.last - n.first;
+            key_first = n.first + 1;  // ranges are disjoint: nothing else starts at n.first
             if (t == at_lo || t == at_hi || n.last < wlo || n.first > whi) continue;
-            if (edges.emit_before(span, n.first, visit) == walk_control::stop) return walk_control::stop;
+            if (edges.emit_before(key_span, n.first, visit) == walk_control::stop) return walk_control::stop;
             if (visit(range_of(n)) == walk_control::stop) return walk_control::stop;
         }
         return edges.emit_before(~std::uint64_t{0}, ~std::uint64_t{0}, visit, true);
@@ -323,6 +324,8 @@ private:
         return true;
     }
 
+    // The general add: every free range `r` overlaps or touches is taken out
+    // and one range covering them all put in.
     void add_across(const virt_range& r) noexcept {
         const std::uint64_t lo = r.start().value(), hi = r.last().value();
         const std::uint32_t before = floor(lo);
@@ -338,7 +341,6 @@ private:
         }
         by_address_ = join(join(below, make(first, last)), above);
     }
-
 
     // The common remove: `r` lies inside one free range (a map that
     // succeeded). False otherwise: remove_across handles that.
@@ -360,6 +362,8 @@ private:
         return true;
     }
 
+    // The general remove: the free ranges `r` overlaps are taken out and what
+    // sticks out of it at either end put back.
     void remove_across(const virt_range& r) noexcept {
         const std::uint64_t lo = r.start().value(), hi = r.last().value();
         const std::uint32_t before = floor(lo);
@@ -375,7 +379,6 @@ private:
         }
         by_address_ = join(below, above);
     }
-
 
     // Gives node t new bounds that keep its place in address order.
     void reshape(std::uint32_t t, std::uint64_t first, std::uint64_t last) noexcept {
