@@ -543,3 +543,29 @@ TEMPLATE_TEST_CASE("a free range where a fixup result would not be canonical is 
     CHECK(w.tables().tss.rsp[0] == half_top - stub_bytes);
     CHECK(w.manager().stats().rollbacks == 1);  // the refused attempt, undone
 }
+
+TEMPLATE_TEST_CASE("a move over guest pages at the top of the space from address 0 invalidates the two ranges only",
+                   "[manager]", x86_backend, reference_backend) {
+    world_options o;
+    o.config.window = virt_range::everything();
+    world<TestType> w(o);
+    const space_id g = w.add_guest();
+    auto placed = w.place();  // top-down: the stub's last byte is 2^64 - 1
+    REQUIRE(placed.has_value());
+    const virt_range top = placed->to;
+    REQUIRE(top.last().value() == ~std::uint64_t{0});
+    const auto low = virt_range::of(virt_addr{0}, stub_bytes);
+    REQUIRE(w.manager().relocate_to(low).has_value());
+    w.guest_map(g, top.start().value(), stub_page_count);  // the guest takes the top
+    w.tlb().ranges.clear();
+    // Back to the top over the guest's pages: their leaves go (one flush) and
+    // the stub leaves address 0 (another). The two must not merge into the
+    // whole space because the first ends where the second starts modulo 2^64.
+    auto moved = w.manager().relocate_to(top);
+    REQUIRE(moved.has_value());
+    CHECK(moved->kind == relocation_kind::victim);
+    CHECK(w.tlb().all == 0);
+    CHECK(w.tlb().covers(low));
+    CHECK(w.tlb().covers(top));
+    for (const auto& r : w.tlb().ranges) CHECK_FALSE(r.contains(virt_range::of(virt_addr{window_base}, page_bytes)));
+}

@@ -704,8 +704,13 @@ private:
         }
 
     private:
+        // Overlapping, or one starting right after the other ends. A range
+        // ending at 2^64 - 1 is followed by nothing (its end() wraps to 0).
         static constexpr bool touches(const virt_range& a, const virt_range& b) noexcept {
-            return a.overlaps(b) || a.end() == b.start() || b.end() == a.start();
+            return a.overlaps(b) || just_after(a, b) || just_after(b, a);
+        }
+        static constexpr bool just_after(const virt_range& a, const virt_range& b) noexcept {
+            return a.last().value() != ~std::uint64_t{0} && a.end() == b.start();
         }
         static constexpr virt_range hull(const virt_range& a, const virt_range& b) noexcept {
             return virt_range::from_bounds(a.start() < b.start() ? a.start() : b.start(),
