@@ -30,6 +30,13 @@ static_assert(!sized_gap_walk<x86_space>);
 static_assert(page_table<indexed_page_table<reference::page_table>>);
 static_assert(region_finder<bottom_up_finder, indexed>);
 static_assert(region_finder<best_fit_finder, indexed>);
+// The x86-64 backend's scattered-frame map passes through (the manager uses
+// it for the stub); a backend without one gets none.
+constexpr auto any_frame = [](std::uint64_t) { return phys_addr{}; };
+template <class S>
+concept maps_scattered_frames = requires(S& s, virt_range r) { s.map_4k_pages(r, read_write, any_frame); };
+static_assert(maps_scattered_frames<indexed>);
+static_assert(!maps_scattered_frames<indexed_page_table<reference::page_table>>);
 
 constexpr std::uint64_t base = 0x7f00'0000'0000;
 
@@ -101,6 +108,24 @@ TEST_CASE("a change the index has no room for fails with capacity_exceeded and c
     CHECK(failed_with(u, error::capacity_exceeded));
     CHECK(gaps_of(w.table, virt_range::everything(), walk_order::bottom_up) == before);
     CHECK(gaps_of(*ix, virt_range::everything(), walk_order::bottom_up) == before);
+}
+
+TEST_CASE("a map of scattered frames through the index takes its range out of the free space") {
+    world w;
+    std::vector<gap_index::node> storage(3);
+    auto ix = indexed::over(w.table, storage);
+    REQUIRE(ix.has_value());
+    const auto range = virt_range::of(virt_addr{base + 0x3000}, 3 * page_bytes);
+    auto m = ix->map_4k_pages(range, read_write, [](std::uint64_t k) { return phys_addr{0x10'0000 + 0x2000 * k}; });
+    REQUIRE(m.has_value());
+    m->ignore();
+    CHECK(ix->translate(range.start() + 2 * page_bytes)->phys == phys_addr{0x10'4000});
+    CHECK(gaps_of(*ix, virt_range::everything(), walk_order::bottom_up) ==
+          gaps_of(w.table, virt_range::everything(), walk_order::bottom_up));
+    // The lower half is now two ranges: no node left for another change.
+    auto refused = ix->map_4k_pages(virt_range::of(virt_addr{base}, page_bytes), read_write, any_frame);
+    CHECK(failed_with(refused, error::capacity_exceeded));
+    CHECK_FALSE(w.table.translate(virt_addr{base}).has_value());
 }
 
 TEST_CASE("a change the table refuses leaves the index as it was") {

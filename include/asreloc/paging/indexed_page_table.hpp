@@ -75,6 +75,18 @@ public:
         return done;
     }
 
+    // P's map of 4 KiB pages to scattered frames (the manager's stub map),
+    // where P has one; also capacity_exceeded as for map.
+    template <class FrameOf>
+    result<flush> map_4k_pages(virt_range range, attributes attrs, FrameOf&& frame_of)
+        requires requires(P& p) { p.map_4k_pages(range, attrs, frame_of); }
+    {
+        if (!index_.has_room()) return failure(error::capacity_exceeded);
+        auto done = table_->map_4k_pages(range, attrs, frame_of);
+        if (done) index_.remove_free(range);
+        return done;
+    }
+
     // As P::unmap; also capacity_exceeded as for map.
     result<flush> unmap(virt_range range) {
         if (!index_.has_room()) return failure(error::capacity_exceeded);
