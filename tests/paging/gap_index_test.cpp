@@ -185,3 +185,24 @@ TEST_CASE("the index agrees with a page-by-page model under random changes") {
         CHECK(collect_by_size(index, window, min_bytes) == by_size);
     }
 }
+
+TEST_CASE("size order is the same whether the window meets few ranges or many") {
+    // 64 ranges of 1-5 pages, 16 pages apart: in size order, a window over
+    // two or three of them meets dozens of ranges outside it in a row (the
+    // walk goes on window by window), a wide one does not.
+    std::vector<gap_index::node> storage(70);
+    gap_index index(storage);
+    for (std::uint64_t i = 0; i < 64; ++i) index.add_free(pages(0x100000 + i * 0x10000, 1 + (i * 7) % 5));
+    const auto all = virt_range::everything();
+    for (const std::uint64_t first : {0x1a1000ULL, 0x100000ULL, 0x130000ULL, 0x0ULL})
+        for (const std::uint64_t length : {0x2f000ULL, 0x40000ULL, 0x400000ULL})
+            for (const std::uint64_t min_bytes : {std::uint64_t{0}, 2 * page_bytes, 4 * page_bytes}) {
+                const auto window = virt_range::of(virt_addr{first}, length);
+                CAPTURE(first, length, min_bytes);
+                auto want = collect_at_least(index, window, walk_order::bottom_up, min_bytes);
+                std::stable_sort(want.begin(), want.end(),
+                                 [](const virt_range& a, const virt_range& b) { return size_of(a) < size_of(b); });
+                CHECK(collect_by_size(index, window, min_bytes) == want);
+            }
+    CHECK(collect_by_size(index, all, 0).size() == 64);
+}

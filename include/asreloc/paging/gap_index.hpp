@@ -109,6 +109,12 @@ public:
     // The same ranges, smallest part-inside-the-window first (ties: the
     // lowest). Ranges wholly outside the window are skipped one by one, so a
     // window far narrower than the space costs more than one in proportion.
+    //
+    // Where the walk in size order meets many ranges outside the window in a
+    // row (a window far narrower than the space), it goes on in the window
+    // instead: each next-smallest range found by a walk of the window's
+    // ranges, O(k) per range reported for the k ranges in the window, cheap
+    // when, as for a best fit, one of the first ranges reported is the answer.
     template <class Visit>
     walk_control for_each_gap_by_size(const virt_range& window, std::uint64_t min_bytes, Visit&& visit) const {
         const std::uint64_t least = span_of(min_bytes);
@@ -121,11 +127,22 @@ public:
 
         // Size order: the next range after the key (span, first) each time.
         std::uint64_t key_span = least, key_first = 0;
+        std::size_t outside_in_a_row = 0;
         for (std::uint32_t t; (t = lower_bound(key_span, key_first)) != nil;) {
             const node& n = nodes_[t];
             key_span = n.last - n.first;
             key_first = n.first + 1;  // ranges are disjoint: nothing else starts at n.first
-            if (t == at_lo || t == at_hi || n.last < wlo || n.first > whi) continue;
+            if (t == at_lo || t == at_hi) continue;
+            if (n.last < wlo || n.first > whi) {
+                if (++outside_in_a_row == outside_budget) {
+                    // Every range of the window ordered before this key has
+                    // been reported once the edges before it are.
+                    if (edges.emit_before(key_span, n.first, visit) == walk_control::stop) return walk_control::stop;
+                    return in_window_by_size(window, key_span, key_first, visit);
+                }
+                continue;
+            }
+            outside_in_a_row = 0;
             if (edges.emit_before(key_span, n.first, visit) == walk_control::stop) return walk_control::stop;
             if (visit(range_of(n)) == walk_control::stop) return walk_control::stop;
         }
@@ -138,6 +155,35 @@ private:
     static constexpr std::uint64_t span_of(std::uint64_t bytes) noexcept { return bytes == 0 ? 0 : bytes - 1; }
     static constexpr virt_range range_of(const node& n) noexcept {
         return virt_range::from_bounds(virt_addr{n.first}, virt_addr{n.last});
+    }
+
+    static constexpr std::size_t outside_budget = 32;  // ranges outside the window in a row
+
+    // for_each_gap_by_size from the key (after_span, after_first) on, by
+    // walks of the window: each range reported is the smallest (span,
+    // start) at or after the last key, among the window's ranges of span at
+    // least after_span.
+    template <class Visit>
+    walk_control in_window_by_size(const virt_range& window, std::uint64_t after_span, std::uint64_t after_first,
+                                   Visit& visit) const {
+        for (;;) {
+            bool found = false;
+            virt_range next{};
+            auto keep_smallest = [&](const virt_range& r) {
+                const std::uint64_t span = r.last() - r.start(), first = r.start().value();
+                const bool at_or_after = span != after_span ? span > after_span : first >= after_first;
+                if (at_or_after && (!found || edge_list::before(r, next))) {
+                    next = r;
+                    found = true;
+                }
+                return walk_control::proceed;
+            };
+            (void)in_address_order(by_address_, window, walk_order::bottom_up, after_span, keep_smallest);
+            if (!found) return walk_control::proceed;
+            if (visit(next) == walk_control::stop) return walk_control::stop;
+            after_span = next.last() - next.start();
+            after_first = next.start().value() + 1;
+        }
     }
 
     // Up to two clipped ranges at the window's ends, in size order.
