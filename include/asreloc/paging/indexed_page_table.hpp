@@ -8,6 +8,7 @@
 // behind its back (or filled before it was made) need rebuild().
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 
