@@ -1,6 +1,7 @@
 // The region-finder policy: where can the stub go without displacing anything?
 // A finder reads only the backends' gap walks, so its cost follows the populated
-// part of the tables, never the size of the address space.
+// part of the tables, never the size of the address space; over spaces that
+// index their free space (indexed_page_table) it is one descent of the index.
 #pragma once
 
 #include <concepts>
