@@ -26,7 +26,8 @@ namespace {
 
 constexpr std::size_t stub_pages_of[] = {1, 4, 16};  // 4 KiB, 16 KiB, 64 KiB
 
-bool setup(benchmark::State& st, manager_world& w) {
+template <class World>
+bool setup(benchmark::State& st, World& w) {
     if (auto failed = w.setup()) {
         st.SkipWithError(failed->c_str());
         return false;
@@ -34,7 +35,8 @@ bool setup(benchmark::State& st, manager_world& w) {
     return true;
 }
 
-bool move(benchmark::State& st, manager_world& w, virt_range to, relocation_kind kind) {
+template <class World>
+bool move(benchmark::State& st, World& w, virt_range to, relocation_kind kind) {
     auto r = w.manager().relocate_to(to);
     if (!r || r->kind != kind) {
         st.SkipWithError(r ? "the move was not of the expected kind"
@@ -171,10 +173,34 @@ void register_victim(bench_context& ctx, std::size_t pages) {
     })->Unit(benchmark::kNanosecond);
 }
 
+// The free path with the manager working on indexed spaces (the index kept in
+// step with the stub's maps and unmaps) beside the same over the bare tables.
+template <bool Indexed>
+void free_moves(benchmark::State& st, bench_context& ctx, std::size_t pages) {
+    basic_manager_world<Indexed> w(ctx, pages);
+    if (!setup(st, w)) return;
+    bool at_a = true;
+    for (auto _ : st) {
+        if (!move(st, w, at_a ? w.b() : w.a(), relocation_kind::free)) break;
+        at_a = !at_a;
+    }
+}
+
+void register_free_indexed(bench_context& ctx, std::size_t pages) {
+    const std::string c = "relocate-free-indexed/" + size_label(pages * page_bytes);
+    benchmark::RegisterBenchmark((c + "/asreloc").c_str(), [&ctx, pages](benchmark::State& st) {
+        free_moves<true>(st, ctx, pages);
+    })->Unit(benchmark::kNanosecond);
+    benchmark::RegisterBenchmark((c + "/bare_tables").c_str(), [&ctx, pages](benchmark::State& st) {
+        free_moves<false>(st, ctx, pages);
+    })->Unit(benchmark::kNanosecond);
+}
+
 }  // namespace
 
 void register_relocation(bench_context& ctx) {
     for (const std::size_t pages : stub_pages_of) register_free(ctx, pages);
+    for (const std::size_t pages : stub_pages_of) register_free_indexed(ctx, pages);
     for (const std::size_t pages : stub_pages_of) register_victim(ctx, pages);
 }
 

@@ -12,10 +12,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "asreloc/core/pcg32.hpp"
 #include "asreloc/manager/relocation_manager.hpp"
+#include "asreloc/paging/indexed_page_table.hpp"
 #include "asreloc/paging/tlb.hpp"
 #include "asreloc/policy/first_fit_finder.hpp"
 #include "asreloc/policy/pool_shadow_store.hpp"
@@ -25,21 +27,29 @@
 
 namespace asreloc::bench {
 
-template <manager_limits Limits = manager_limits{}>
-using bench_manager = relocation_manager<space, bottom_up_finder, random_victim<pcg32>, pool_shadow_store,
+template <manager_limits Limits = manager_limits{}, class Space = space>
+using bench_manager = relocation_manager<Space, bottom_up_finder, random_victim<pcg32>, pool_shadow_store,
                                          trap_count_tracker<>, no_tlb, offset_phys_map, null_trace, Limits>;
 
-class manager_world {
+// Indexed: the manager works on indexed_page_table wrappers of the same
+// tables (made after the guest's pages are mapped), to show what keeping the
+// index costs a move.
+template <bool Indexed = false>
+class basic_manager_world {
 public:
+    using managed_space = std::conditional_t<Indexed, indexed_page_table<space>, space>;
+
     static constexpr std::size_t fixup_slots = 8;
     static constexpr std::uint64_t base = 0x4000'0000;
     static constexpr std::uint64_t built_for = 0x1000'0000;
 
-    manager_world(bench_context& ctx, std::size_t pages) : ctx_(ctx), pages_(pages) {}
-    manager_world(const manager_world&) = delete;
-    manager_world& operator=(const manager_world&) = delete;
-    ~manager_world() {
+    basic_manager_world(bench_context& ctx, std::size_t pages) : ctx_(ctx), pages_(pages) {}
+    basic_manager_world(const basic_manager_world&) = delete;
+    basic_manager_world& operator=(const basic_manager_world&) = delete;
+    ~basic_manager_world() {
         manager_.reset();
+        indexed_monitor_.reset();
+        indexed_guest_.reset();
         monitor_.reset();
         guest_.reset();
         for (phys_addr f : stub_frames_) ctx_.frames.deallocate_frame(f);
@@ -75,20 +85,21 @@ public:
         store_.emplace(slots_, index_);
         manager_config config;
         config.window = virt_range::of(virt_addr{base}, std::uint64_t{2} << 20);
-        manager_ = std::make_unique<bench_manager<>>(*monitor_, finder_, victims_, *store_, tracker_, tlb_, ctx_.memory,
-                                                     config);
+        if (auto failed = make_managed_spaces()) return failed;
+        manager_ = std::make_unique<bench_manager<manager_limits{}, managed_space>>(
+            *managed_monitor(), finder_, victims_, *store_, tracker_, tlb_, ctx_.memory, config);
         for (std::size_t i = 0; i < fixup_slots; ++i) {
             fixed_[i] = built_for + i * 64;
             if (!manager_->add_fixup(slot_fixup(&fixed_[i]))) return "cannot add a fixup";
         }
-        if (!manager_->add_guest_space(*guest_)) return "cannot add the guest space";
+        if (!manager_->add_guest_space(*managed_guest())) return "cannot add the guest space";
         auto placed = manager_->place({stub_, virt_addr{built_for}});
         if (!placed) return std::string("cannot place the stub: ") + to_string(placed.error_code());
         if (placed->to != a_) return "the stub was not placed at the window's start";
         return std::nullopt;
     }
 
-    bench_manager<>& manager() { return *manager_; }
+    bench_manager<manager_limits{}, managed_space>& manager() { return *manager_; }
     virt_range a() const { return a_; }
     virt_range b() const { return b_; }
     virt_range v() const { return v_; }
@@ -111,6 +122,27 @@ public:
     }
 
 private:
+    std::optional<std::string> make_managed_spaces() {
+        if constexpr (Indexed) {
+            monitor_nodes_.resize(64);
+            guest_nodes_.resize(64);
+            auto m = indexed_page_table<space>::over(*monitor_, monitor_nodes_);
+            auto g = indexed_page_table<space>::over(*guest_, guest_nodes_);
+            if (!m || !g) return "cannot index the spaces";
+            indexed_monitor_.emplace(std::move(*m));
+            indexed_guest_.emplace(std::move(*g));
+        }
+        return std::nullopt;
+    }
+    managed_space* managed_monitor() {
+        if constexpr (Indexed) return &*indexed_monitor_;
+        else return monitor_.get();
+    }
+    managed_space* managed_guest() {
+        if constexpr (Indexed) return &*indexed_guest_;
+        else return guest_.get();
+    }
+
     bench_context& ctx_;
     std::size_t pages_;
     std::unique_ptr<space> monitor_, guest_;
@@ -125,8 +157,12 @@ private:
     no_tlb tlb_;
     bottom_up_finder finder_;
     std::array<std::uint64_t, fixup_slots> fixed_{};
-    std::unique_ptr<bench_manager<>> manager_;
+    std::vector<gap_index::node> monitor_nodes_, guest_nodes_;
+    std::optional<indexed_page_table<space>> indexed_monitor_, indexed_guest_;
+    std::unique_ptr<bench_manager<manager_limits{}, managed_space>> manager_;
     virt_range a_, b_, v_;
 };
+
+using manager_world = basic_manager_world<false>;
 
 }  // namespace asreloc::bench
