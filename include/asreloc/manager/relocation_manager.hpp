@@ -614,21 +614,21 @@ private:
         mapping leaf{};
     };
 
-    struct outside_parts {
-        virt_range part[2]{};
+    // Up to N ranges, ascending.
+    template <std::size_t N>
+    struct range_parts {
+        virt_range part[N]{};
         std::size_t count = 0;
     };
+    using outside_parts = range_parts<2>;  // a range around the placement
 
-    // The ranges a free-range search leaves out: the range the guest needs,
-    // and candidates the fixups refused. Kept sorted and disjoint.
-    static constexpr std::size_t refused_retries = 2;
-    struct window_parts {
-        virt_range part[refused_retries + 2]{};
-        std::size_t count = 0;
-    };
+    // Up to N ranges left out of others (kept sorted): the placement around
+    // a guest unmap; the range the guest needs and the candidates the fixups
+    // refused around a free-range search.
+    template <std::size_t N>
     class excluded_ranges {
     public:
-        bool full() const noexcept { return count_ == refused_retries + 1; }
+        bool full() const noexcept { return count_ == N; }
         void add(virt_range r) noexcept {
             std::size_t i = count_;
             for (; i > 0 && r.start() < ranges_[i - 1].start(); --i) ranges_[i] = ranges_[i - 1];
@@ -636,8 +636,8 @@ private:
             ++count_;
         }
         // The parts of `w` outside every excluded range, ascending.
-        window_parts parts_of(virt_range w) const noexcept {
-            window_parts out;
+        range_parts<N + 1> parts_of(virt_range w) const noexcept {
+            range_parts<N + 1> out;
             virt_addr from = w.start();
             bool open = true;  // [from, w.last()] may still hold something
             for (std::size_t i = 0; i < count_ && open; ++i) {
@@ -652,9 +652,13 @@ private:
         }
 
     private:
-        virt_range ranges_[refused_retries + 1]{};
+        virt_range ranges_[N]{};
         std::size_t count_ = 0;
     };
+
+    // The range the guest needs, and the candidates the fixups refused.
+    static constexpr std::size_t refused_retries = 2;
+    using search_exclusions = excluded_ranges<refused_retries + 1>;
 
     template <class T>
     static constexpr T min_of(T a, T b) noexcept {
@@ -1112,15 +1116,9 @@ private:
     }
 
     outside_parts split_around_placement(virt_range r) const noexcept {
-        outside_parts out;
-        if (!placed_ || !placement_.overlaps(r)) {
-            out.part[out.count++] = r;
-            return out;
-        }
-        if (r.start() < placement_.start())
-            out.part[out.count++] = virt_range::from_bounds(r.start(), placement_.start() - 1);
-        if (placement_.last() < r.last()) out.part[out.count++] = virt_range::from_bounds(placement_.last() + 1, r.last());
-        return out;
+        excluded_ranges<1> placement;
+        if (placed_) placement.add(placement_);
+        return placement.parts_of(r);
     }
 
     // Claim 9 first (a range free in every space), then claim 10 (a victim).
@@ -1130,7 +1128,7 @@ private:
     // fixup's own veto (fixup_refused) ends the operation, as the embedder
     // asked.
     result<relocation_report> relocate_away(const virt_range* avoid, relocation_cause cause) {
-        excluded_ranges excluded;
+        search_exclusions excluded;
         if (avoid != nullptr) excluded.add(*avoid);
         for (;;) {
             auto free_range = find_free(excluded);
@@ -1154,9 +1152,9 @@ private:
         return failure(code);
     }
 
-    result<virt_range> find_free(const excluded_ranges& excluded) const {
+    result<virt_range> find_free(const search_exclusions& excluded) const {
         const space_set s = all_spaces();
-        const window_parts windows = excluded.parts_of(config_.window);
+        const auto windows = excluded.parts_of(config_.window);
         for (std::size_t i = 0; i < windows.count; ++i) {
             const region_request request{stub_size(), config_.alignment, config_.guard, windows.part[i]};
             auto r = finder_.find_free(s.span(), request);
