@@ -41,9 +41,7 @@ struct best_fit_finder {
             return walk_control::proceed;
         };
         auto walked = policy_detail::walk_common_gaps<P>(spaces, 0, window, walk_order::bottom_up, least, visit);
-        if (!walked) return failure(walked.error_code());
-        if (!found) return failure(error::no_free_range);
-        return virt_range::of(best, request.size);
+        return policy_detail::answer(walked, found, best, request.size);
     }
 
 private:
@@ -57,9 +55,7 @@ private:
             return found ? walk_control::stop : walk_control::proceed;
         };
         auto walked = space.for_each_gap_by_size(window, least, visit);
-        if (!walked) return failure(walked.error_code());
-        if (!found) return failure(error::no_free_range);
-        return virt_range::of(at, request.size);
+        return policy_detail::answer(walked, found, at, request.size);
     }
 };
 

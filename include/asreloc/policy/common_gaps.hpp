@@ -40,6 +40,15 @@ constexpr bool page_window(const virt_range& window, virt_range& out) noexcept {
     return true;
 }
 
+// A finder's answer after its walk: the walk's error, else no_free_range
+// when nothing fitted, else `size` bytes at `at`.
+inline result<virt_range> answer(const result<walk_control>& walked, bool found, virt_addr at,
+                                 std::uint64_t size) noexcept {
+    if (!walked) return failure(walked.error_code());
+    if (!found) return failure(error::no_free_range);
+    return virt_range::of(at, size);
+}
+
 // The least free space that can hold `r`: the stub and a guard each side
 // (saturating: a request that large fits nowhere anyway).
 constexpr std::uint64_t least_gap(const region_request& r) noexcept {

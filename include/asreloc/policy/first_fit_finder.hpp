@@ -33,9 +33,7 @@ struct first_fit_finder {
         if constexpr (sized_gap_walk<P>) {
             if (spaces.size() == 1) {
                 auto walked = spaces[0]->for_each_gap_at_least(window, Order, least, fits);
-                if (!walked) return failure(walked.error_code());
-                if (!found) return failure(error::no_free_range);
-                return virt_range::of(at, request.size);
+                return policy_detail::answer(walked, found, at, request.size);
             }
         }
         // A first fit depends only on the gap's near end (its start bottom-up,
@@ -45,9 +43,7 @@ struct first_fit_finder {
         policy_detail::free_run run{Order};
         auto visit = [&](const virt_range& piece) { return fits(run.add(piece)); };
         auto walked = policy_detail::walk_common_free_pieces<P>(spaces, 0, window, Order, least, visit);
-        if (!walked) return failure(walked.error_code());
-        if (!found) return failure(error::no_free_range);
-        return virt_range::of(at, request.size);
+        return policy_detail::answer(walked, found, at, request.size);
     }
 };
 
