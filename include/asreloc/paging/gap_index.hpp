@@ -153,6 +153,15 @@ private:
     static constexpr std::uint64_t min(std::uint64_t a, std::uint64_t b) noexcept { return a < b ? a : b; }
     static constexpr std::uint64_t max(std::uint64_t a, std::uint64_t b) noexcept { return a < b ? b : a; }
     static constexpr std::uint64_t span_of(std::uint64_t bytes) noexcept { return bytes == 0 ? 0 : bytes - 1; }
+    // Size order: (span, first), the key of the size treap and of every
+    // walk in size order.
+    static constexpr bool key_less(std::uint64_t span_a, std::uint64_t first_a, std::uint64_t span_b,
+                                   std::uint64_t first_b) noexcept {
+        return span_a != span_b ? span_a < span_b : first_a < first_b;
+    }
+    static constexpr bool key_less(const virt_range& a, std::uint64_t span_b, std::uint64_t first_b) noexcept {
+        return key_less(a.last() - a.start(), a.start().value(), span_b, first_b);
+    }
     static constexpr virt_range range_of(const node& n) noexcept {
         return virt_range::from_bounds(virt_addr{n.first}, virt_addr{n.last});
     }
@@ -170,9 +179,8 @@ private:
             bool found = false;
             virt_range next{};
             auto keep_smallest = [&](const virt_range& r) {
-                const std::uint64_t span = r.last() - r.start(), first = r.start().value();
-                const bool at_or_after = span != after_span ? span > after_span : first >= after_first;
-                if (at_or_after && (!found || edge_list::before(r, next))) {
+                const bool at_or_after = !key_less(r, after_span, after_first);
+                if (at_or_after && (!found || key_less(r, next.last() - next.start(), next.start().value()))) {
                     next = r;
                     found = true;
                 }
@@ -194,23 +202,18 @@ private:
         void add(std::uint32_t t, const virt_range& r, std::uint64_t least) noexcept {
             if (t == nil || r.last() - r.start() < least) return;
             range[count++] = r;
-            if (count == 2 && before(range[1], range[0])) {
+            if (count == 2 && key_less(range[1], range[0].last() - range[0].start(), range[0].start().value())) {
                 const virt_range swap = range[0];
                 range[0] = range[1];
                 range[1] = swap;
             }
-        }
-        static constexpr bool before(const virt_range& a, const virt_range& b) noexcept {
-            const std::uint64_t sa = a.last() - a.start(), sb = b.last() - b.start();
-            return sa != sb ? sa < sb : a.start() < b.start();
         }
         // Reports the edges ordered before (span, first), or all that are left.
         template <class Visit>
         walk_control emit_before(std::uint64_t span, std::uint64_t first, Visit& visit, bool all = false) noexcept {
             for (; emitted < count; ++emitted) {
                 const virt_range& r = range[emitted];
-                const std::uint64_t s = r.last() - r.start();
-                if (!all && (s > span || (s == span && r.start().value() > first))) break;
+                if (!all && key_less(span, first, r.last() - r.start(), r.start().value())) break;
                 if (visit(r) == walk_control::stop) return walk_control::stop;
             }
             return walk_control::proceed;
@@ -584,8 +587,7 @@ private:
     // ---- the size treap, keyed by (span, first) ----
 
     bool size_less(std::uint32_t a, std::uint64_t span, std::uint64_t first) const noexcept {
-        const std::uint64_t s = nodes_[a].last - nodes_[a].first;
-        return s != span ? s < span : nodes_[a].first < first;
+        return key_less(nodes_[a].last - nodes_[a].first, nodes_[a].first, span, first);
     }
 
     std::uint32_t insert_by_size(std::uint32_t t, std::uint32_t x) noexcept {
