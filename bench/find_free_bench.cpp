@@ -79,19 +79,15 @@ answer find_with_asreloc(const guest_layout& g, policy p, const region_request& 
     return find_in(*g.table, p, req);
 }
 
-// The layout's table with its free space indexed; the storage holds one node
-// per free range, plus one.
+// The layout's table with its free space indexed, in as many nodes as it needs.
 struct indexed_layout {
     std::vector<gap_index::node> storage;
     std::optional<indexed_page_table<space>> table;
 
     explicit indexed_layout(const guest_layout& g) {
-        std::size_t gaps = 0;
-        (void)g.table->for_each_gap(virt_range::everything(), walk_order::bottom_up, [&](const virt_range&) {
-            ++gaps;
-            return walk_control::proceed;
-        });
-        storage.resize(gaps + 1);
+        auto needed = indexed_page_table<space>::nodes_for(*g.table);
+        if (!needed) return;
+        storage.resize(*needed);
         if (auto made = indexed_page_table<space>::over(*g.table, storage)) table.emplace(std::move(*made));
     }
 };

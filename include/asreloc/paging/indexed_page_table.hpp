@@ -41,16 +41,24 @@ public:
     indexed_page_table& operator=(const indexed_page_table&) = delete;
     indexed_page_table& operator=(indexed_page_table&&) = delete;
 
-    // Re-reads the free space from the table. On capacity_exceeded the index
-    // is as before.
-    status rebuild() {
+    // The nodes an index of `table` as it is now needs: one per maximal free
+    // range, plus one for a change. Errors: the table's walk errors.
+    static result<std::size_t> nodes_for(const P& table) {
         std::size_t gaps = 0;
-        auto counted = table_->for_each_gap(virt_range::everything(), walk_order::bottom_up, [&](const virt_range&) {
+        auto counted = table.for_each_gap(virt_range::everything(), walk_order::bottom_up, [&](const virt_range&) {
             ++gaps;
             return walk_control::proceed;
         });
         if (!counted) return failure(counted.error_code());
-        if (gaps + 1 > index_.capacity()) return failure(error::capacity_exceeded);
+        return gaps + 1;
+    }
+
+    // Re-reads the free space from the table. On capacity_exceeded the index
+    // is as before.
+    status rebuild() {
+        auto needed = nodes_for(*table_);
+        if (!needed) return failure(needed.error_code());
+        if (*needed > index_.capacity()) return failure(error::capacity_exceeded);
         index_.clear();
         (void)table_->for_each_gap(virt_range::everything(), walk_order::bottom_up, [&](const virt_range& gap) {
             index_.add_free(gap);
@@ -70,10 +78,7 @@ public:
     // As P::map; also capacity_exceeded when the index has no node to spare
     // (nothing changed).
     result<flush> map(virt_range range, phys_addr phys, attributes attrs, page_size size) {
-        if (!index_.has_room()) return failure(error::capacity_exceeded);
-        auto done = table_->map(range, phys, attrs, size);
-        if (done) index_.remove_free(range);
-        return done;
+        return change(range, now::used, [&] { return table_->map(range, phys, attrs, size); });
     }
 
     // P's map of 4 KiB pages to scattered frames (the manager's stub map),
@@ -82,18 +87,12 @@ public:
     result<flush> map_4k_pages(virt_range range, attributes attrs, FrameOf&& frame_of)
         requires requires(P& p) { p.map_4k_pages(range, attrs, frame_of); }
     {
-        if (!index_.has_room()) return failure(error::capacity_exceeded);
-        auto done = table_->map_4k_pages(range, attrs, frame_of);
-        if (done) index_.remove_free(range);
-        return done;
+        return change(range, now::used, [&] { return table_->map_4k_pages(range, attrs, frame_of); });
     }
 
     // As P::unmap; also capacity_exceeded as for map.
     result<flush> unmap(virt_range range) {
-        if (!index_.has_room()) return failure(error::capacity_exceeded);
-        auto done = table_->unmap(range);
-        if (done) index_.add_free(range);
-        return done;
+        return change(range, now::free, [&] { return table_->unmap(range); });
     }
 
     result<flush> protect(virt_range range, attributes attrs) { return table_->protect(range, attrs); }
@@ -134,6 +133,21 @@ public:
     }
 
 private:
+    enum class now : std::uint8_t { used, free };
+
+    // A change of the table that leaves `range` wholly used or wholly free,
+    // recorded in the index when the table made it; refused up front when
+    // the index could not record it.
+    template <class Change>
+    result<flush> change(virt_range range, now state, Change&& make_it) {
+        if (!index_.has_room()) return failure(error::capacity_exceeded);
+        auto done = make_it();
+        if (!done) return done;
+        if (state == now::used) index_.remove_free(range);
+        else index_.add_free(range);
+        return done;
+    }
+
     indexed_page_table(P& table, std::span<node> storage) : table_(&table), index_(storage) {}
 
     static constexpr bool page_aligned(const virt_range& w) noexcept {
