@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "indexed_backend.hpp"
+#include "support/gap_walks.hpp"
 #include "support/seed.hpp"
 #include "world.hpp"
 
@@ -17,20 +18,6 @@ using namespace asreloc::test;
 
 static_assert(page_table<indexed_x86_backend::space>);
 static_assert(sized_gap_walk<indexed_x86_backend::space>);
-
-namespace {
-
-std::vector<virt_range> gaps(const auto& s) {
-    std::vector<virt_range> out;
-    auto r = s.for_each_gap(virt_range::everything(), walk_order::bottom_up, [&](const virt_range& g) {
-        out.push_back(g);
-        return walk_control::proceed;
-    });
-    REQUIRE(r.has_value());
-    return out;
-}
-
-}  // namespace
 
 TEST_CASE("the manager over indexed spaces moves the stub exactly as over plain tables") {
     const auto seed = test_seed();
@@ -70,8 +57,8 @@ TEST_CASE("the manager over indexed spaces moves the stub exactly as over plain 
         CHECK(ps.conflicts_into_free == is.conflicts_into_free);
         CHECK(ps.conflicts_over_victim == is.conflicts_over_victim);
         CHECK(ps.pages_displaced == is.pages_displaced);
-        CHECK(gaps(indexed.guest(g_indexed)) == gaps(indexed.guest(g_indexed).table()));
-        CHECK(gaps(indexed.monitor()) == gaps(indexed.monitor().table()));
+        CHECK(gaps_of(indexed.guest(g_indexed)) == gaps_of(indexed.guest(g_indexed).table()));
+        CHECK(gaps_of(indexed.monitor()) == gaps_of(indexed.monitor().table()));
     }
     // Both kinds of move happened (else the comparison proved little).
     CHECK(indexed.manager().stats().conflicts_into_free > 0);

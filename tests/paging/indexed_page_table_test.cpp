@@ -11,10 +11,12 @@
 #include "asreloc/policy/first_fit_finder.hpp"
 #include "asreloc/reference/page_table.hpp"
 #include "asreloc/x86_64/page_table.hpp"
+#include "support/gap_walks.hpp"
 #include "support/seed.hpp"
 #include "support/sim_memory.hpp"
 
 using namespace asreloc;
+using asreloc::test::gaps_of;
 
 namespace {
 
@@ -39,16 +41,6 @@ static_assert(maps_scattered_frames<indexed>);
 static_assert(!maps_scattered_frames<indexed_page_table<reference::page_table>>);
 
 constexpr std::uint64_t base = 0x7f00'0000'0000;
-
-std::vector<virt_range> gaps_of(const auto& space, const virt_range& window, walk_order order) {
-    std::vector<virt_range> out;
-    auto r = space.for_each_gap(window, order, [&](const virt_range& g) {
-        out.push_back(g);
-        return walk_control::proceed;
-    });
-    REQUIRE(r.has_value());
-    return out;
-}
 
 // One x86-64 space over its own simulated memory (neither can move).
 struct world {
