@@ -191,6 +191,9 @@ private:
         print_pairs("Translate (goal: asreloc within 1.5x of the hand-written walk)", "translate", "four_load_walk",
                     1.5);
         print_pairs("Relocation, free path (goal: within 3x of the bare stores)", "relocate-free", "bare_stores", 3.0);
+        print_pairs("Relocation, free path against the checked floor (no goal: a walk per space, the target checked "
+                    "free and the source mapped, then the bare stores)",
+                    "relocate-free", "checked_stores", 0);
         print_pairs("Relocation, free path over indexed spaces (no goal: the manager over indexed_page_table / over "
                     "the bare tables)",
                     "relocate-free-indexed", "bare_tables", 0);

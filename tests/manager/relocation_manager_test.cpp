@@ -65,11 +65,12 @@ TEMPLATE_TEST_CASE("every call naming an unknown guest space answers unknown_add
     CHECK(failed_with(m.remove_guest_space(bad), error::unknown_address_space));
 }
 
-TEMPLATE_TEST_CASE("a guest space cannot be registered twice or past the capacity", "[manager]", x86_backend,
-                   reference_backend) {
+TEMPLATE_TEST_CASE("a guest space cannot be registered twice, be the monitor space, or go past the capacity",
+                   "[manager]", x86_backend, reference_backend) {
     world<TestType> w;
     const space_id g = w.add_guest();
     CHECK(failed_with(w.manager().add_guest_space(w.guest(g)), error::overlaps));
+    CHECK(failed_with(w.manager().add_guest_space(w.monitor()), error::overlaps));
     for (std::size_t i = 1; i < world<TestType>::manager_t::limits.guest_spaces; ++i) (void)w.add_guest();
     auto extra = TestType::make(w.allocator(), w.memory());
     CHECK(failed_with(w.manager().add_guest_space(*extra), error::capacity_exceeded));

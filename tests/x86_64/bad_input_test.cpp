@@ -387,3 +387,65 @@ TEST_CASE("out_of_frames at every allocation of a splitting unmap or protect lea
     // Whole pages need no table.
     CHECK(inject_at_every_allocation(s, change(range_of(0x10'0000, 3 * kib4))) == 0);
 }
+
+namespace {
+
+struct page_leaf {
+    phys_addr frame;
+    attributes attrs;
+};
+// move_4k_pages of `from` to `to`, page i to frame `frame + i * 4 KiB`.
+auto move(virt_range from, virt_range to, std::uint64_t frame = 0x30'0000, attributes attrs = read_write) {
+    return [=](space& pt) {
+        return pt.move_4k_pages(from, to, [&](std::uint64_t i) { return page_leaf{phys_addr{frame + i * kib4}, attrs}; });
+    };
+}
+
+}  // namespace
+
+TEST_CASE("move_4k_pages refuses bad input with the precise error and changes nothing") {
+    const auto mode = GENERATE(paging_mode::four_level, paging_mode::five_level);
+    INFO("levels " << x86_64::levels(mode));
+    populated s{mode};
+    const bool four = mode == paging_mode::four_level;
+    const auto stub = range_of(0x10'0000, 3 * kib4);  // three mapped 4 KiB pages
+    const auto free_here = range_of(0x18'0000, 3 * kib4);   // free, in the same page table
+    const auto free_there = range_of(0x30'0000, 3 * kib4);  // free, no page table yet
+    for (const auto& to : {free_here, free_there}) {
+        INFO("to " << std::hex << to.start().value());
+        s.expect_refused(error::out_of_bounds, move(stub, range_of(to.start().value(), 2 * kib4)));
+        s.expect_refused(error::misaligned, move(range_of(0x10'0800, 3 * kib4), to));
+        s.expect_refused(error::misaligned, move(stub, range_of(to.start().value() + 0x800, 3 * kib4)));
+        s.expect_refused(error::misaligned, move(stub, to, 0x30'0010));
+        s.expect_refused(error::out_of_bounds, move(stub, to, 0x000f'ffff'ffff'e000));
+        s.expect_refused(error::invalid_attributes, move(stub, to, 0x30'0000, attributes{.memory_type = 8}));
+        s.expect_refused(error::invalid_attributes, move(stub, to, 0x30'0000, attributes{.protection_key = 16}));
+        // A hole in the source: the 4th page, or nothing at all there.
+        s.expect_refused(error::not_mapped, move(range_of(0x10'0000, 4 * kib4), range_of(to.start().value(), 4 * kib4)));
+        s.expect_refused(error::not_mapped, move(range_of(0x50'0000, 3 * kib4), to));
+    }
+    s.expect_refused(error::overlaps, move(stub, range_of(0x10'2000, 3 * kib4)));     // the ranges overlap
+    s.expect_refused(error::overlaps, move(stub, range_of(0x4000'0000, 3 * kib4)));   // inside a 2 MiB page
+    s.expect_refused(error::overlaps, move(stub, range_of(upper_half(mode), 3 * kib4)));  // a 4 KiB page there
+    // A mapped target is refused before a hole in the source is looked for.
+    s.expect_refused(error::overlaps, move(range_of(0x50'0000, 3 * kib4), range_of(upper_half(mode), 3 * kib4)));
+    const std::uint64_t lower_end = four ? 0x0000'8000'0000'0000 : 0x0100'0000'0000'0000;
+    s.expect_refused(error::non_canonical, move(stub, range_of(lower_end, 3 * kib4)));
+    s.expect_refused(error::non_canonical, move(range_of(lower_end - kib4, 3 * kib4), free_there));
+}
+
+TEST_CASE("out_of_frames at every allocation of a move leaves the space and the allocator as they were") {
+    const auto mode = GENERATE(paging_mode::four_level, paging_mode::five_level);
+    INFO("levels " << x86_64::levels(mode));
+    populated s{mode};
+    // Out of part of the 2 MiB page (one table for the split) to where a PD
+    // and a PT are missing: three frames, the split's taken first.
+    const auto from = range_of(0x4000'1000, 2 * kib4);
+    const auto to = range_of(0x1'0000'0000, 2 * kib4);
+    CHECK(inject_at_every_allocation(s, move(from, to)) == 3);
+    CHECK(s.pt.translate(to.start() + kib4)->phys == phys_addr{0x30'1000});
+    CHECK_FALSE(s.pt.translate(from.start()).has_value());
+    CHECK(s.pt.translate(virt_addr{0x4000'3000})->phys == phys_addr{0x8000'3000});
+    // Back into the split table: the fast path, no frame.
+    CHECK(inject_at_every_allocation(s, move(to, from)) == 0);
+}

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -743,4 +744,189 @@ TEST_CASE("splits, protect and coalesce keep the bits the CPU ignores, which a g
     *slot_at(mem, pt, cut, 1) |= software;
     CHECK(ok(pt.coalesce(range_of(gib1, gib1))) == flush::of(range_of(gib1, gib1)));
     CHECK(raw_at(mem, pt, gib1, 3) == original);
+}
+
+namespace {
+
+// Page i's frame and attributes, as the stub's pages give them.
+struct page_leaf {
+    phys_addr frame;
+    attributes attrs;
+};
+// Scattered frames, and every third page read-only and executable.
+page_leaf scattered_leaf(std::uint64_t i) {
+    return {phys_addr{0x70'0000 + 0x3000 * i},
+            i % 3 == 2 ? attributes{.executable = true} : attributes{.writable = true, .memory_type = 6}};
+}
+std::uint64_t scattered_frame(std::uint64_t i) { return scattered_leaf(i).frame.value(); }
+
+}  // namespace
+
+TEST_CASE("map_4k_pages maps page i to frame i, scattered, in one page table and across tables") {
+    memory mem;
+    auto pt = make_space(mem, paging_mode::four_level);
+    const auto frame_of = [](std::uint64_t i) { return phys_addr{scattered_frame(i)}; };
+    const auto inside = range_of(0x20'0000, 5 * kib4);
+    const auto across = range_of(0x60'0000 - 2 * kib4, 5 * kib4);  // two page tables, the second new
+    CHECK(ok(pt.map_4k_pages(inside, read_write, frame_of)).empty());
+    CHECK(ok(pt.map_4k_pages(across, read_write, frame_of)).empty());
+    for (const auto& r : {inside, across})
+        for (std::uint64_t i = 0; i < 5; ++i) {
+            const auto va = r.start().value() + i * kib4;
+            CHECK(raw_at(mem, pt, va, 1) == x86_64::make_leaf(1, frame_of(i), read_write).raw());
+        }
+    // All or nothing: one page already mapped refuses the whole run.
+    const auto before = mappings_in(pt);
+    const auto free_before = mem.frames().free_count();
+    auto refused = pt.map_4k_pages(range_of(0x60'0000 - 3 * kib4, 2 * kib4), read_write, frame_of);
+    CHECK((!refused && refused.error_code() == error::overlaps));
+    CHECK(mappings_in(pt) == before);
+    CHECK(mem.frames().free_count() == free_before);
+}
+
+TEST_CASE("move_4k_pages within one page table writes the leaves, clears the source, flushes it and takes no frame") {
+    const auto mode = GENERATE(paging_mode::four_level, paging_mode::five_level);
+    INFO("levels " << x86_64::levels(mode));
+    memory mem;
+    auto pt = make_space(mem, mode);
+    const auto from = range_of(upper_half(mode) + 0x20'0000, 4 * kib4);
+    const auto to = range_of(upper_half(mode) + 0x21'0000, 4 * kib4);
+    require_ok(pt.map_4k_pages(from, read_write, [](std::uint64_t i) { return phys_addr{0x1000 * (i + 1)}; }));
+    const auto free_before = mem.frames().free_count();
+    const flush f = ok(pt.move_4k_pages(from, to, scattered_leaf));
+    CHECK(f.range() == from);
+    CHECK(mem.frames().free_count() == free_before);
+    CHECK(gaps_in(pt, from) == std::vector<virt_range>{from});
+    for (std::uint64_t i = 0; i < 4; ++i) {
+        const auto leaf = scattered_leaf(i);
+        CHECK(raw_at(mem, pt, to.start().value() + i * kib4, 1) == x86_64::make_leaf(1, leaf.frame, leaf.attrs).raw());
+    }
+}
+
+TEST_CASE("move_4k_pages between page tables takes the tables the target needs and gives back those it empties") {
+    memory mem;
+    auto pt = make_space(mem, paging_mode::four_level);
+    const auto start = mem.frames().free_count();
+    const auto a = range_of(0x20'0000, 3 * kib4);            // PDPT, PD, PT
+    const auto b = range_of(0x60'0000, 3 * kib4);            // another PT under the same PD
+    const auto c = range_of(0x80'0000'0000 + kib4, 3 * kib4);  // another PDPT, PD, PT
+    const auto d = range_of(0x5f'f000, 3 * kib4);            // across two page tables
+    const auto keeper = range_of(0x7f'f000, kib4);           // in b's page table
+    require_ok(pt.map_4k_pages(a, read_write, [](std::uint64_t i) { return phys_addr{0x1000 * (i + 1)}; }));
+    require_ok(pt.map(keeper, phys_addr{0x9000}, read_only, page_size::size_4k));
+    CHECK(start - mem.frames().free_count() == 4);
+    CHECK(ok(pt.move_4k_pages(a, b, scattered_leaf)).range() == a);  // both tables there: one look each
+    CHECK(start - mem.frames().free_count() == 3);  // a's PT went back
+    CHECK(ok(pt.move_4k_pages(b, c, scattered_leaf)).range() == b);
+    CHECK(start - mem.frames().free_count() == 6);  // c's PDPT, PD, PT came; b's PT holds the keeper
+    require_ok(pt.unmap(keeper));
+    CHECK(start - mem.frames().free_count() == 3);  // b's PT, PD and PDPT went back
+    CHECK(ok(pt.move_4k_pages(c, d, scattered_leaf)).range() == c);
+    CHECK(start - mem.frames().free_count() == 4);  // c's three went back; a PDPT, a PD, two PTs came
+    CHECK(mappings_in(pt).size() == 3);
+    for (std::uint64_t i = 0; i < 3; ++i) {
+        const auto t = pt.translate(d.start() + i * kib4);
+        REQUIRE(t.has_value());
+        CHECK(t->phys == scattered_leaf(i).frame);
+        CHECK(t->page.attrs.writable == scattered_leaf(i).attrs.writable);
+    }
+}
+
+TEST_CASE("move_4k_pages out of part of a 2 MiB page splits it and flushes the whole large page") {
+    memory mem;
+    auto pt = make_space(mem, paging_mode::four_level);
+    require_ok(pt.map(range_of(0x4000'0000, mib2), phys_addr{0x8000'0000}, read_write, page_size::size_2m));
+    const auto from = range_of(0x4000'1000, 2 * kib4);
+    const auto to = range_of(0x4060'0000, 2 * kib4);
+    const flush f = ok(pt.move_4k_pages(from, to, scattered_leaf));
+    CHECK(f.range() == range_of(0x4000'0000, mib2));
+    CHECK(gaps_in(pt, range_of(0x4000'0000, mib2)) == std::vector<virt_range>{from});
+    const auto kept = pt.translate(virt_addr{0x4000'3000});
+    REQUIRE(kept.has_value());
+    CHECK(kept->phys == phys_addr{0x8000'3000});
+    CHECK(kept->page.size == page_size::size_4k);
+}
+
+// A move is a map_4k_pages of the target and an unmap of the source, done at
+// once: from random layouts, the same tables, frames and errors as the two
+// calls (in a twin space) give.
+TEST_CASE("move_4k_pages ends as map_4k_pages then unmap would, over random layouts, or fails as they would and changes nothing") {
+    const auto seed = test::test_seed();
+    INFO("seed " << seed << " (replay with ASRELOC_SEED=" << seed << ")");
+    std::mt19937_64 rng{seed};
+    const auto below = [&](std::uint64_t n) { return std::uniform_int_distribution<std::uint64_t>{0, n - 1}(rng); };
+    memory mem_moved, mem_twin;
+    auto moved = make_space(mem_moved, paging_mode::four_level);
+    auto twin = make_space(mem_twin, paging_mode::four_level);
+    const std::uint64_t base = gib1 - 4 * mib2;  // eight page tables across a 1 GiB boundary
+    const auto random_range = [&](std::uint64_t pages) { return range_of(base + below(8 * 512 - pages) * kib4, pages * kib4); };
+    int moves = 0, refusals = 0;
+    for (int op = 0; op < 3000; ++op) {
+        if (below(3) == 0) {  // the layout changes alike in both
+            const auto r = random_range(1 + below(40));
+            const bool large = below(4) == 0;
+            const auto big = range_of(base + below(8) * mib2, mib2);
+            const auto do_it = [&](space& s) {
+                if (below(2) == 0) return s.unmap(r);
+                return large ? s.map(big, phys_addr{0x4000'0000}, read_write, page_size::size_2m)
+                             : s.map(r, phys_addr{0x10'0000}, read_only, page_size::size_4k);
+            };
+            const auto state = rng;
+            const auto a = do_it(moved);
+            rng = state;
+            const auto b = do_it(twin);
+            REQUIRE(a.has_value() == b.has_value());
+            continue;
+        }
+        // Half the sources start at a mapping and half the targets lie in a
+        // free range, so that moves succeed as well as fail.
+        const std::uint64_t pages = 1 + below(below(4) == 0 ? 600 : 16);
+        const auto window = range_of(base, 8 * mib2);
+        auto from = random_range(pages);
+        auto to = random_range(pages);
+        if (const auto present = mappings_in(moved, window); !present.empty() && below(2) == 0) {
+            const auto start = present[below(present.size())].start.value();
+            if (start + pages * kib4 <= window.end().value()) from = range_of(start, pages * kib4);
+        }
+        std::vector<virt_range> roomy;
+        for (const auto& g : gaps_in(moved, window))
+            if (g.size() >= pages * kib4) roomy.push_back(g);
+        if (!roomy.empty() && below(2) == 0) {
+            const auto& g = roomy[below(roomy.size())];
+            to = range_of(g.start().value() + below((g.size() - pages * kib4) / kib4 + 1) * kib4, pages * kib4);
+        }
+        INFO("move " << op << ": " << pages << " pages from " << std::hex << from.start().value() << " to "
+                     << to.start().value());
+        const auto before = mappings_in(moved);
+        const auto free_before = mem_moved.frames().free_count();
+        const auto m = moved.move_4k_pages(from, to, scattered_leaf);
+        // The twin: refusals in the move's order (overlaps before not_mapped),
+        // else the pages mapped one by one and the source unmapped.
+        std::optional<error> refusal;
+        virt_range unmapped{};
+        if (from.overlaps(to) || !mappings_in(twin, to).empty()) {
+            refusal = error::overlaps;
+        } else if (!gaps_in(twin, from).empty()) {
+            refusal = error::not_mapped;
+        } else {
+            for (std::uint64_t i = 0; i < pages; ++i)
+                require_ok(twin.map(range_of(to.start().value() + i * kib4, kib4), scattered_leaf(i).frame,
+                                    scattered_leaf(i).attrs, page_size::size_4k));
+            unmapped = ok(twin.unmap(from)).range();
+        }
+        REQUIRE(m.has_value() == !refusal.has_value());
+        if (!m) {
+            ++refusals;
+            CHECK(m.error_code() == *refusal);
+            CHECK(mappings_in(moved) == before);
+            CHECK(mem_moved.frames().free_count() == free_before);
+            continue;
+        }
+        ++moves;
+        CHECK(m->range() == unmapped);
+        REQUIRE(mappings_in(moved) == mappings_in(twin));
+        CHECK(mem_moved.frames().free_count() == mem_twin.frames().free_count());
+    }
+    CHECK(moves > 100);
+    CHECK(refusals > 100);
 }

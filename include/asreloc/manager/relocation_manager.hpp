@@ -175,9 +175,10 @@ public:
     // stub is placed, it is mapped into the new space at the placement; guest
     // content the new space has there is displaced into the shadow store first
     // (as for a victim). Errors: capacity_exceeded, overlaps (already
-    // registered), and those of a relocation (out_of_frames,
+    // registered, or the monitor space), and those of a relocation (out_of_frames,
     // shadow_store_full, capacity_exceeded); nothing changes on error.
     result<space_id> add_guest_space(P& space) {
+        if (&space == monitor_) return failure(error::overlaps);
         for (std::size_t i = 0; i < Limits.guest_spaces; ++i)
             if (guests_[i] == &space) return failure(error::overlaps);
         std::size_t id = Limits.guest_spaces;
@@ -684,7 +685,7 @@ private:
     // end, all of them past the capacity.
     class invalidation_set {
     public:
-        constexpr void add(virt_range r) noexcept {
+        constexpr void add(const virt_range& r) noexcept {
             if (all_) return;
             for (std::size_t i = 0; i < count_; ++i) {
                 if (touches(ranges_[i], r)) {
@@ -855,6 +856,25 @@ private:
         auto f = s.unmap(at);
         must(f);
         collect(*f);
+    }
+
+    // A backend that moves the stub's pages in one call (x86-64: one walk
+    // when both placements lie in one page table, where a map and an unmap
+    // take one each and the unmap looks for a table left empty).
+    static constexpr bool moves_4k_pages = requires(P& s, virt_range r) {
+        { s.move_4k_pages(r, r, [](std::uint64_t) { return stub_page{}; }) } -> std::same_as<result<flush>>;
+    };
+
+    // The stub from `from` to `to` in `s`, journaled as map_stub at `to` and
+    // unmap_stub at `from` would be. overlaps: something is mapped at `to`.
+    status move_stub_pages(P& s, std::uint32_t id, const virt_range& from, const virt_range& to) noexcept {
+        if (journal_size_ + 2 > journal_capacity) return failure(error::capacity_exceeded);
+        auto f = s.move_4k_pages(from, to, [&](std::uint64_t i) -> const stub_page& { return pages_[i]; });
+        if (!f) return failure(f.error_code());
+        collect(*f);
+        must(journal({.kind = undo_kind::unmap_stub, .space = id, .range = to}));
+        must(journal({.kind = undo_kind::remap_stub, .space = id, .range = from}));
+        return {};
     }
 
     status map_stub(P& s, std::uint32_t id, virt_range at) noexcept {
@@ -1034,18 +1054,13 @@ private:
             P* s = guests_[id];
             if (s == nullptr) continue;
             std::uint64_t displaced = 0;
-            if (auto r = displace(id, *s, to, displaced); !r) return abort(r.error_code());
+            if (auto r = stub_to(*s, id, to, displaced); !r) return abort(r.error_code());
             displaced_at_to[id] = static_cast<std::uint32_t>(displaced);
             report.pages_displaced += displaced;
-            if (auto r = map_stub(*s, id, to); !r) return abort(r.error_code());
-            if (placed_) {
-                if (auto r = unmap_stub(*s, id, placement_); !r) return abort(r.error_code());
+            if (placed_)
                 if (auto r = remap_displaced(*s, id, placement_); !r) return abort(r.error_code());
-            }
         }
-        if (auto r = map_stub(*monitor_, no_space, to); !r) return abort(r.error_code());
-        if (placed_)
-            if (auto r = unmap_stub(*monitor_, no_space, placement_); !r) return abort(r.error_code());
+        if (auto r = monitor_stub_to(to); !r) return abort(r.error_code());
         // Commit: nothing below can fail.
         finish_flushes();
         std::array<std::uint64_t, Limits.guest_spaces> restored{};
@@ -1061,6 +1076,36 @@ private:
         last_ = report;
         has_last_ = true;
         return report;
+    }
+
+    // Guest space `s`: whatever the guest has at `to` displaced, the stub
+    // mapped there and unmapped from its placement. Where the backend moves
+    // pages in one call, the move is tried first: a free `to` (the common
+    // case) then costs no look for guest content; if the guest has some
+    // there the move changes nothing and answers overlaps.
+    status stub_to(P& s, std::uint32_t id, virt_range to, std::uint64_t& displaced) noexcept {
+        if constexpr (moves_4k_pages) {
+            if (placed_) {
+                const status moved = move_stub_pages(s, id, placement_, to);
+                if (moved || moved.error_code() != error::overlaps) return moved;
+                if (auto r = displace(id, s, to, displaced); !r) return r;
+                return move_stub_pages(s, id, placement_, to);
+            }
+        }
+        if (auto r = displace(id, s, to, displaced); !r) return r;
+        if (auto r = map_stub(s, id, to); !r) return r;
+        if (placed_) return unmap_stub(s, id, placement_);
+        return {};
+    }
+
+    // The monitor space: the stub mapped at `to` (free there) and unmapped
+    // from its placement.
+    status monitor_stub_to(virt_range to) noexcept {
+        if constexpr (moves_4k_pages)
+            if (placed_) return move_stub_pages(*monitor_, no_space, placement_, to);
+        if (auto r = map_stub(*monitor_, no_space, to); !r) return r;
+        if (placed_) return unmap_stub(*monitor_, no_space, placement_);
+        return {};
     }
 
     void count(const relocation_report& r, relocation_cause cause) noexcept {

@@ -118,7 +118,7 @@ public:
         return replaced;
     }
 
-    // ---- extension: the manager's stub map ----
+    // ---- extensions: the manager's stub map and move ----
 
     // Maps the 4 KiB pages of `range`, page i to frame_of(i) (any 4 KiB
     // aligned frames, not necessarily consecutive), all with `attrs`: what
@@ -126,40 +126,43 @@ public:
     // existing page table. All or nothing; errors as map.
     template <class FrameOf>
     result<flush> map_4k_pages(virt_range range, attributes attrs, FrameOf&& frame_of) noexcept {
-        if (!range.is_aligned(page_size::size_4k)) return failure(error::misaligned);
-        if (!is_canonical_range(range)) return failure(error::non_canonical);
-        if (!encodable(attrs)) return failure(error::invalid_attributes);
-        const std::uint64_t pages = range.size() / page_bytes;
-        for (std::uint64_t i = 0; i < pages; ++i) {
-            const phys_addr f = frame_of(i);
-            if (!f.is_aligned(page_size::size_4k)) return failure(error::misaligned);
-            if (!phys_addr{f.value() + (page_bytes - 1)}.is_valid()) return failure(error::out_of_bounds);
+        return map_leaves(range, [&](std::uint64_t i) { return page_leaf{frame_of(i), attrs}; });
+    }
+
+    // Moves 4 KiB pages from `from` to `to` (the same size, apart): page i of
+    // `to` gets leaf_of(i).frame with leaf_of(i).attrs, and everything mapped
+    // in `from` goes, as map_4k_pages of `to` followed by unmap of `from`.
+    // When both lie in one existing page table (a stub hopping within 2 MiB)
+    // that is one walk, and no look for a table left empty: the table now
+    // holds `to`. All or nothing. Errors: misaligned, non_canonical,
+    // invalid_attributes, out_of_bounds (sizes differ, a frame past the
+    // physical width), overlaps (something mapped in `to`, or the ranges
+    // overlap), not_mapped (a hole in `from`), out_of_frames.
+    template <class LeafOf>
+    result<flush> move_4k_pages(virt_range from, virt_range to, LeafOf&& leaf_of) noexcept {
+        if (from.size() != to.size()) return failure(error::out_of_bounds);
+        if (from.overlaps(to)) return failure(error::overlaps);
+        if (auto valid = validate(from); !valid) return failure(valid.error_code());
+        if (auto valid = check_leaves(to, leaf_of); !valid) return failure(valid.error_code());
+        if (const auto fast = move_in_leaf_tables(from, to, leaf_of); fast != fast_path::not_taken) {
+            if (fast == fast_path::overlaps) return failure(error::overlaps);
+            if (fast == fast_path::not_mapped) return failure(error::not_mapped);
+            return flush::of(from);
         }
-        if (in_one_page_table(range)) {
-            const table_path p = walk_to_page_table(range.start().value());
-            if (p.stopped_at == 0) {
-                std::uint64_t* pt = p.table[1];
-                const unsigned first = table_index(range.start().value(), 1);
-                const unsigned last = table_index(range.last().value(), 1);
-                for (unsigned i = first; i <= last; ++i)
-                    if (entry{pt[i]}.present()) return failure(error::overlaps);
-                for (unsigned i = first; i <= last; ++i) pt[i] = make_leaf(1, frame_of(i - first), attrs).raw();
-                return flush::none();
-            }
-            if (p.stopped_on_leaf) return failure(error::overlaps);
-        }
-        // Elsewhere, as map does: validate and reserve every table first, so
-        // nothing is written unless everything succeeds (no undo, no lost flush).
-        if (any_mapping_in(range)) return failure(error::overlaps);
-        frame_reserve reserve{*this};
-        if (auto r = reserve.take(tables_needed(root_, top(), range, 1)); !r) return failure(r.error_code());
-        flush replaced = flush::none();
-        for (std::uint64_t i = 0; i < pages; ++i) {
-            const auto page = virt_range::of(range.start() + i * page_bytes, page_bytes);
-            map_into(table_at(root_), top(), page, frame_of(i).value() - page.start().value(), attrs, 1, reserve,
-                     replaced);
-        }
-        return replaced;
+        // Elsewhere: everything the unmap needs (no hole, a frame for each
+        // large page to split) is checked and taken before the map writes,
+        // so that after it the unmap cannot fail. Refusals come in the fast
+        // path's order: overlaps before not_mapped.
+        if (any_mapping_in(to)) return failure(error::overlaps);
+        if (any_gap_in(from)) return failure(error::not_mapped);
+        const cut_list cuts = cuts_for(from);
+        frame_reserve split_frames{*this};
+        if (auto r = split_frames.take(cuts.count); !r) return failure(r.error_code());
+        auto mapped = map_leaves(to, leaf_of);
+        if (!mapped) return mapped;
+        const virt_range affected = split_all(cuts, from, split_frames);
+        unmap_in(table_at(root_), top(), from);
+        return flush::of(affected).merge(*mapped);
     }
 
     result<flush> unmap(virt_range range) noexcept {
@@ -696,6 +699,110 @@ private:
         for (unsigned i = first; i <= last; ++i)
             if (!entry{pt[i]}.present()) return fast_path::not_mapped;
         for (unsigned i = first; i <= last; ++i) pt[i] = 0;
+        free_emptied_tables(p, va);
+        return fast_path::done;
+    }
+
+    // ---- the stub's pages: frames and attributes page by page ----
+
+    struct page_leaf {
+        phys_addr frame;
+        attributes attrs;
+    };
+
+    // map_4k_pages' and move_4k_pages' input checks for the pages of `range`.
+    template <class LeafOf>
+    status check_leaves(const virt_range& range, LeafOf& leaf_of) const noexcept {
+        if (!range.is_aligned(page_size::size_4k)) return failure(error::misaligned);
+        if (!is_canonical_range(range)) return failure(error::non_canonical);
+        const std::uint64_t pages = range.size() / page_bytes;
+        for (std::uint64_t i = 0; i < pages; ++i) {
+            const auto& leaf = leaf_of(i);
+            if (!encodable(leaf.attrs)) return failure(error::invalid_attributes);
+            if (!leaf.frame.is_aligned(page_size::size_4k)) return failure(error::misaligned);
+            if (!phys_addr{leaf.frame.value() + (page_bytes - 1)}.is_valid()) return failure(error::out_of_bounds);
+        }
+        return {};
+    }
+
+    // Page i of `range` to leaf_of(i): one walk when the range lies in one
+    // existing page table; elsewhere, as map does, every table validated and
+    // reserved first, so nothing is written unless everything succeeds.
+    template <class LeafOf>
+    result<flush> map_leaves(const virt_range& range, LeafOf&& leaf_of) noexcept {
+        if (auto valid = check_leaves(range, leaf_of); !valid) return failure(valid.error_code());
+        if (in_one_page_table(range)) {
+            const table_path p = walk_to_page_table(range.start().value());
+            if (p.stopped_at == 0) {
+                std::uint64_t* pt = p.table[1];
+                const unsigned first = table_index(range.start().value(), 1);
+                const unsigned last = table_index(range.last().value(), 1);
+                if (any_present(pt, first, last)) return failure(error::overlaps);
+                write_leaves(pt, first, last, leaf_of);
+                return flush::none();
+            }
+            if (p.stopped_on_leaf) return failure(error::overlaps);
+        }
+        if (any_mapping_in(range)) return failure(error::overlaps);
+        frame_reserve reserve{*this};
+        if (auto r = reserve.take(tables_needed(root_, top(), range, 1)); !r) return failure(r.error_code());
+        flush replaced = flush::none();
+        const std::uint64_t pages = range.size() / page_bytes;
+        for (std::uint64_t i = 0; i < pages; ++i) {
+            const auto page = virt_range::of(range.start() + i * page_bytes, page_bytes);
+            const auto& leaf = leaf_of(i);
+            map_into(table_at(root_), top(), page, leaf.frame.value() - page.start().value(), leaf.attrs, 1, reserve,
+                     replaced);
+        }
+        return replaced;
+    }
+
+    static bool any_present(const std::uint64_t* pt, unsigned first, unsigned last) noexcept {
+        for (unsigned i = first; i <= last; ++i)
+            if (entry{pt[i]}.present()) return true;
+        return false;
+    }
+    static bool all_present(const std::uint64_t* pt, unsigned first, unsigned last) noexcept {
+        for (unsigned i = first; i <= last; ++i)
+            if (!entry{pt[i]}.present()) return false;
+        return true;
+    }
+    template <class LeafOf>
+    static void write_leaves(std::uint64_t* pt, unsigned first, unsigned last, LeafOf& leaf_of) noexcept {
+        for (unsigned i = first; i <= last; ++i) {
+            const auto& leaf = leaf_of(i - first);
+            pt[i] = make_leaf(1, leaf.frame, leaf.attrs).raw();
+        }
+    }
+
+    // move_4k_pages when `from` and `to` each lie in one existing page table.
+    template <class LeafOf>
+    fast_path move_in_leaf_tables(const virt_range& from, const virt_range& to, LeafOf& leaf_of) noexcept {
+        if (!in_one_page_table(from) || !in_one_page_table(to)) return fast_path::not_taken;
+        const std::uint64_t src = from.start().value(), dst = to.start().value();
+        const bool one_table = (src >> level_shift(2)) == (dst >> level_shift(2));
+        const table_path at_dst = walk_to_page_table(dst);
+        if (at_dst.stopped_at != 0) return at_dst.stopped_on_leaf ? fast_path::overlaps : fast_path::not_taken;
+        const unsigned d = table_index(dst, 1), s = table_index(src, 1);
+        const unsigned n = static_cast<unsigned>(from.size() / page_bytes);
+        if (any_present(at_dst.table[1], d, d + n - 1)) return fast_path::overlaps;
+        table_path elsewhere;
+        if (!one_table) {
+            elsewhere = walk_to_page_table(src);
+            if (elsewhere.stopped_at != 0)
+                return elsewhere.stopped_on_leaf ? fast_path::not_taken : fast_path::not_mapped;
+        }
+        const table_path& at_src = one_table ? at_dst : elsewhere;
+        if (!all_present(at_src.table[1], s, s + n - 1)) return fast_path::not_mapped;
+        write_leaves(at_dst.table[1], d, d + n - 1, leaf_of);
+        for (unsigned i = s; i < s + n; ++i) at_src.table[1][i] = 0;
+        if (!one_table) free_emptied_tables(at_src, src);
+        return fast_path::done;
+    }
+
+    // After an unmap in the page table of `va` (path p): that table, and the
+    // tables above it, go back to the allocator for as long as they are empty.
+    void free_emptied_tables(const table_path& p, std::uint64_t va) noexcept {
         for (unsigned level = 2; level <= top(); ++level) {
             std::uint64_t& slot = p.table[level][table_index(va, level)];
             const phys_addr child = entry{slot}.table_address();
@@ -703,7 +810,6 @@ private:
             slot = 0;
             frames_->deallocate_frame(child);
         }
-        return fast_path::done;
     }
 
     // ---- unmap and protect ----
@@ -752,31 +858,45 @@ private:
     result<prepared_change> prepare_change(const virt_range& range) noexcept {
         if (auto valid = validate(range); !valid) return failure(valid.error_code());
         if (any_gap_in(range)) return failure(error::not_mapped);
+        const cut_list cuts = cuts_for(range);
+        frame_reserve reserve{*this};
+        if (auto r = reserve.take(cuts.count); !r) return failure(r.error_code());
+        return prepared_change{split_all(cuts, range, reserve)};
+    }
 
+    // The large pages a change of `range` must split: at most two levels at
+    // each end, listed from the larger page down.
+    struct cut_list {
         cut cuts[4];
-        unsigned n = 0;
+        unsigned count = 0;
+    };
+    cut_list cuts_for(const virt_range& range) const noexcept {
+        cut_list out;
         cut at_start[2];
         cut at_end[2];
         const unsigned starts = cuts_at(range.start().value(), at_start);
         const unsigned ends = range.end().value() == 0 ? 0 : cuts_at(range.end().value(), at_end);
-        for (unsigned i = 0; i < starts; ++i) cuts[n++] = at_start[i];
+        for (unsigned i = 0; i < starts; ++i) out.cuts[out.count++] = at_start[i];
         for (unsigned i = 0; i < ends; ++i) {
             bool shared = false;
             for (unsigned j = 0; j < starts; ++j)
                 shared = shared || (at_start[j].level == at_end[i].level && at_start[j].base == at_end[i].base);
-            if (!shared) cuts[n++] = at_end[i];
+            if (!shared) out.cuts[out.count++] = at_end[i];
         }
-        frame_reserve reserve{*this};
-        if (auto r = reserve.take(n); !r) return failure(r.error_code());
+        return out;
+    }
 
+    // Performs the splits with `reserve` (one frame per cut): `range` plus
+    // every large page split to reach it.
+    virt_range split_all(const cut_list& c, const virt_range& range, frame_reserve& reserve) noexcept {
         auto affected = range;
-        for (unsigned i = 0; i < n; ++i) {
-            // Cuts are listed from the larger page down, so each finds its leaf.
-            split(cuts[i], reserve);
-            const auto split_range = virt_range::of(virt_addr{cuts[i].base}, entry_span(cuts[i].level));
+        for (unsigned i = 0; i < c.count; ++i) {
+            // Larger pages first, so each cut finds its leaf.
+            split(c.cuts[i], reserve);
+            const auto split_range = virt_range::of(virt_addr{c.cuts[i].base}, entry_span(c.cuts[i].level));
             affected = flush::of(affected).merge(flush::of(split_range)).range();
         }
-        return prepared_change{affected};
+        return affected;
     }
 
     // Replace the large leaf at cut.level covering cut.base with a table of 512
