@@ -280,6 +280,29 @@ TEMPLATE_TEST_CASE("faults outside the placement are reflected, and a conflict e
     CHECK(m.stats().conflicts == 0);
 }
 
+// The world's finder is top-down: around a conflict it must still take the
+// highest free range of the window, above the conflict when there is room
+// there, not the highest one below it.
+TEMPLATE_TEST_CASE("a conflict moves the stub to the range its finder prefers, above the conflict or below",
+                   "[manager]", x86_backend, reference_backend) {
+    world<TestType> w;
+    auto& m = w.manager();
+    const space_id g = w.add_guest();
+    REQUIRE(w.place().has_value());
+    const auto top = virt_range::of(virt_addr{window_base + window_size - stub_bytes}, stub_bytes);
+    REQUIRE(*m.placement() == top);
+    const auto middle = virt_range::of(virt_addr{window_base + window_size / 2}, stub_bytes);
+    REQUIRE(m.relocate_to(middle).has_value());
+    auto r = m.resolve_conflict(g, middle);
+    REQUIRE(r.has_value());
+    CHECK(r->to == top);
+    // With the guest on the top page, the highest free range lies below it.
+    w.guest_map(g, window_base + window_size - page_bytes, 1);
+    auto below = m.resolve_conflict(g, virt_range::of(top.last() - (page_bytes - 1), page_bytes));
+    REQUIRE(below.has_value());
+    CHECK(below->to == virt_range::of(top.start() - stub_bytes, stub_bytes));
+}
+
 TEMPLATE_TEST_CASE("relocate_to checks the target before anything moves", "[manager]", x86_backend,
                    reference_backend) {
     world<TestType> w;

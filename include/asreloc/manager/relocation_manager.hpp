@@ -1166,6 +1166,11 @@ private:
         return placement.parts_of(r);
     }
 
+    static constexpr bool searches_top_down = [] {
+        if constexpr (requires { Finder::order; }) return Finder::order == walk_order::top_down;
+        else return false;
+    }();
+
     // Claim 9 first (a range free in every space), then claim 10 (a victim).
     // A free range where a fixup's result would not be canonical (a stack
     // top at the end of a range that ends at the top of the lower half) is
@@ -1197,10 +1202,14 @@ private:
         return failure(code);
     }
 
+    // The window's parts outside the excluded ranges, in the finder's own
+    // order where it has one (a top-down finder asks the highest part
+    // first), else lowest first.
     result<virt_range> find_free(const search_exclusions& excluded) const {
         const space_set s = all_spaces();
         const auto windows = excluded.parts_of(config_.window);
-        for (std::size_t i = 0; i < windows.count; ++i) {
+        for (std::size_t k = 0; k < windows.count; ++k) {
+            const std::size_t i = searches_top_down ? windows.count - 1 - k : k;
             const region_request request{stub_size(), config_.alignment, config_.guard, windows.part[i]};
             auto r = finder_.find_free(s.span(), request);
             if (r) return *r;

@@ -16,6 +16,10 @@ namespace asreloc {
 
 template <walk_order Order>
 struct first_fit_finder {
+    // The order it searches in: a caller that splits a window into parts
+    // asks them in this order too (the manager around a conflict).
+    static constexpr walk_order order = Order;
+
     template <page_table P>
     result<virt_range> find_free(std::span<const P* const> spaces, const region_request& request) const {
         if (auto ok = policy_detail::check_request(spaces.size(), request); !ok) return failure(ok.error_code());
