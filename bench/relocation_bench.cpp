@@ -228,6 +228,33 @@ void register_victim(bench_context& ctx, std::size_t pages) {
     })->Unit(benchmark::kNanosecond);
 }
 
+// The free path between placements 4 GiB apart (no goal): each move builds
+// the target's page directory and page table in both spaces and gives the
+// source's back, as a stub hopping to a range nothing was ever mapped in
+// does. Beside the near move of the same run, for the ratio.
+void register_free_far(bench_context& ctx, std::size_t pages) {
+    const std::string c = "relocate-free-far/" + size_label(pages * page_bytes);
+    benchmark::RegisterBenchmark((c + "/asreloc").c_str(), [&ctx, pages](benchmark::State& st) {
+        manager_world w(ctx, pages);
+        if (!setup(st, w)) return;
+        const auto far = virt_range::of(w.a().start() + (std::uint64_t{4} << 30), pages * page_bytes);
+        bool at_a = true;
+        for (auto _ : st) {
+            if (!move(st, w, at_a ? far : w.a(), relocation_kind::free)) break;
+            at_a = !at_a;
+        }
+    })->Unit(benchmark::kNanosecond);
+    benchmark::RegisterBenchmark((c + "/near_move").c_str(), [&ctx, pages](benchmark::State& st) {
+        manager_world w(ctx, pages);
+        if (!setup(st, w)) return;
+        bool at_a = true;
+        for (auto _ : st) {
+            if (!move(st, w, at_a ? w.b() : w.a(), relocation_kind::free)) break;
+            at_a = !at_a;
+        }
+    })->Unit(benchmark::kNanosecond);
+}
+
 // The free path with the manager working on indexed spaces (the index kept in
 // step with the stub's maps and unmaps) beside the same over the bare tables.
 template <bool Indexed>
@@ -255,6 +282,7 @@ void register_free_indexed(bench_context& ctx, std::size_t pages) {
 
 void register_relocation(bench_context& ctx) {
     for (const std::size_t pages : stub_pages_of) register_free(ctx, pages);
+    for (const std::size_t pages : stub_pages_of) register_free_far(ctx, pages);
     for (const std::size_t pages : stub_pages_of) register_free_indexed(ctx, pages);
     for (const std::size_t pages : stub_pages_of) register_victim(ctx, pages);
 }

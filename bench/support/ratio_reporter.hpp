@@ -194,6 +194,9 @@ private:
         print_pairs("Relocation, free path against the checked floor (no goal: a walk per space, the target checked "
                     "free and the source mapped, then the bare stores)",
                     "relocate-free", "checked_stores", 0);
+        print_pairs("Relocation, free path to a range with no page tables yet (no goal: a move 4 GiB away / a move "
+                    "within one page table)",
+                    "relocate-free-far", "near_move", 0);
         print_pairs("Relocation, free path over indexed spaces (no goal: the manager over indexed_page_table / over "
                     "the bare tables)",
                     "relocate-free-indexed", "bare_tables", 0);

@@ -39,6 +39,16 @@ template <class S>
 concept maps_scattered_frames = requires(S& s, virt_range r) { s.map_4k_pages(r, read_write, any_frame); };
 static_assert(maps_scattered_frames<indexed>);
 static_assert(!maps_scattered_frames<indexed_page_table<reference::page_table>>);
+// So does its stub move.
+struct page_leaf {
+    phys_addr frame;
+    attributes attrs;
+};
+constexpr auto leaf_of = [](std::uint64_t k) { return page_leaf{phys_addr{0x20'0000 + 0x1000 * k}, read_write}; };
+template <class S>
+concept moves_pages = requires(S& s, virt_range r) { s.move_4k_pages(r, r, leaf_of); };
+static_assert(moves_pages<indexed>);
+static_assert(!moves_pages<indexed_page_table<reference::page_table>>);
 
 constexpr std::uint64_t base = 0x7f00'0000'0000;
 
@@ -120,6 +130,36 @@ TEST_CASE("a map of scattered frames through the index takes its range out of th
     CHECK_FALSE(w.table.translate(virt_addr{base}).has_value());
 }
 
+TEST_CASE("a move through the index frees its source and takes its target, given a node to spare for each") {
+    world w;
+    std::vector<gap_index::node> storage(4);  // the two halves, the split around `from`, one spare
+    auto ix = indexed::over(w.table, storage);
+    REQUIRE(ix.has_value());
+    const auto from = virt_range::of(virt_addr{base}, 2 * page_bytes);
+    const auto to = virt_range::of(virt_addr{base + 0x10'0000}, 2 * page_bytes);
+    map_pages(*ix, base, 2);
+    REQUIRE(ix->index().has_room(1));
+    REQUIRE_FALSE(ix->index().has_room(2));
+    const auto before = gaps_of(w.table, virt_range::everything(), walk_order::bottom_up);
+    CHECK(failed_with(ix->move_4k_pages(from, to, leaf_of), error::capacity_exceeded));
+    CHECK(gaps_of(w.table, virt_range::everything(), walk_order::bottom_up) == before);
+    CHECK(gaps_of(*ix, virt_range::everything(), walk_order::bottom_up) == before);
+
+    std::vector<gap_index::node> more(5);
+    auto roomy = indexed::over(w.table, more);
+    REQUIRE(roomy.has_value());
+    auto moved = roomy->move_4k_pages(from, to, leaf_of);
+    REQUIRE(moved.has_value());
+    CHECK(moved->range() == from);
+    CHECK(roomy->translate(to.start() + page_bytes)->phys == phys_addr{0x20'1000});
+    CHECK(gaps_of(*roomy, virt_range::everything(), walk_order::bottom_up) ==
+          gaps_of(w.table, virt_range::everything(), walk_order::bottom_up));
+    // A move the table refuses (the target now mapped) leaves the index alone.
+    CHECK(failed_with(roomy->move_4k_pages(to, to, leaf_of), error::overlaps));
+    CHECK(gaps_of(*roomy, virt_range::everything(), walk_order::bottom_up) ==
+          gaps_of(w.table, virt_range::everything(), walk_order::bottom_up));
+}
+
 TEST_CASE("a change the table refuses leaves the index as it was") {
     world w;
     std::vector<gap_index::node> storage(8);
@@ -153,7 +193,21 @@ TEST_CASE("the index follows random maps and unmaps made through it (4- and 5-le
         std::vector<virt_range> mapped;
         for (int step = 0; step < 600; ++step) {
             CAPTURE(step);
-            if (!mapped.empty() && rng() % 3 == 0) {
+            if (!mapped.empty() && rng() % 4 == 0) {
+                // A run of 4 KiB pages moves to a random place near it.
+                const std::size_t k = rng() % mapped.size();
+                const auto& from = mapped[k];
+                const auto to = virt_range::of(virt_addr{(from.start().value() & ~((std::uint64_t{2} << 20) - 1)) +
+                                                         (rng() % 1024) * page_bytes},
+                                               from.size());
+                auto m = ix->move_4k_pages(from, to, leaf_of);
+                if (m) {
+                    m->ignore();
+                    mapped[k] = to;
+                } else {
+                    REQUIRE((failed_with(m, error::overlaps) || failed_with(m, error::not_mapped)));
+                }
+            } else if (!mapped.empty() && rng() % 3 == 0) {
                 const std::size_t k = rng() % mapped.size();
                 auto u = ix->unmap(mapped[k]);
                 REQUIRE(u.has_value());

@@ -55,9 +55,13 @@ public:
 
     std::size_t size() const noexcept { return count_; }
     std::size_t capacity() const noexcept { return nodes_.size(); }
-    // Whether one more change can be recorded: a change never needs more than
-    // one node beyond those it gives back.
-    bool has_room() const noexcept { return spare_ != nil; }
+    // Whether `changes` more changes can be recorded: a change never needs
+    // more than one node beyond those it gives back.
+    bool has_room(std::size_t changes = 1) const noexcept {
+        std::uint32_t n = spare_;
+        for (; changes > 0 && n != nil; --changes) n = nodes_[n].left;
+        return changes == 0;
+    }
 
     void clear() noexcept {
         by_address_ = by_size_ = nil;

@@ -90,6 +90,21 @@ public:
         return change(range, now::used, [&] { return table_->map_4k_pages(range, attrs, frame_of); });
     }
 
+    // P's move of 4 KiB pages (the manager's stub move), where P has one:
+    // `to` leaves the free space and `from` joins it. Also capacity_exceeded
+    // unless the index has a node to spare for each (nothing changed).
+    template <class LeafOf>
+    result<flush> move_4k_pages(virt_range from, virt_range to, LeafOf&& leaf_of)
+        requires requires(P& p) { p.move_4k_pages(from, to, leaf_of); }
+    {
+        if (!index_.has_room(2)) return failure(error::capacity_exceeded);
+        auto done = table_->move_4k_pages(from, to, leaf_of);
+        if (!done) return done;
+        index_.remove_free(to);
+        index_.add_free(from);
+        return done;
+    }
+
     // As P::unmap; also capacity_exceeded as for map.
     result<flush> unmap(virt_range range) {
         return change(range, now::free, [&] { return table_->unmap(range); });

@@ -149,16 +149,33 @@ public:
             if (fast == fast_path::not_mapped) return failure(error::not_mapped);
             return flush::of(from);
         }
+        // Refusals come in the fast path's order: overlaps before not_mapped.
+        // `from` 4 KiB leaves in one page table (the stub's, whatever `to`
+        // needs): nothing to split, so the map, then the entries cleared.
+        if (in_one_page_table(from)) {
+            const std::uint64_t src = from.start().value();
+            const table_path p = walk_to_page_table(src);
+            const unsigned first = table_index(src, 1), last = table_index(from.last().value(), 1);
+            if (p.stopped_at == 0 || !p.stopped_on_leaf) {
+                if (p.stopped_at != 0 || !all_present(p.table[1], first, last))
+                    return failure(any_mapping_in(to) ? error::overlaps : error::not_mapped);
+                auto mapped = map_checked_leaves(to, leaf_of);
+                if (!mapped) return mapped;
+                // The map added tables for `to` only: the path to `from` holds.
+                for (unsigned i = first; i <= last; ++i) p.table[1][i] = 0;
+                free_emptied_tables(p, src);
+                return flush::of(from).merge(*mapped);
+            }
+        }
         // Elsewhere: everything the unmap needs (no hole, a frame for each
         // large page to split) is checked and taken before the map writes,
-        // so that after it the unmap cannot fail. Refusals come in the fast
-        // path's order: overlaps before not_mapped.
+        // so that after it the unmap cannot fail.
         if (any_mapping_in(to)) return failure(error::overlaps);
         if (any_gap_in(from)) return failure(error::not_mapped);
         const cut_list cuts = cuts_for(from);
         frame_reserve split_frames{*this};
         if (auto r = split_frames.take(cuts.count); !r) return failure(r.error_code());
-        auto mapped = map_leaves(to, leaf_of);
+        auto mapped = map_checked_leaves(to, leaf_of);
         if (!mapped) return mapped;
         const virt_range affected = split_all(cuts, from, split_frames);
         unmap_in(table_at(root_), top(), from);
@@ -731,6 +748,10 @@ private:
     template <class LeafOf>
     result<flush> map_leaves(const virt_range& range, LeafOf&& leaf_of) noexcept {
         if (auto valid = check_leaves(range, leaf_of); !valid) return failure(valid.error_code());
+        return map_checked_leaves(range, leaf_of);
+    }
+    template <class LeafOf>
+    result<flush> map_checked_leaves(const virt_range& range, LeafOf& leaf_of) noexcept {
         if (in_one_page_table(range)) {
             const table_path p = walk_to_page_table(range.start().value());
             if (p.stopped_at == 0) {
