@@ -109,6 +109,16 @@ concept sized_gap_walk = page_table<P> && requires(const P& cpt, virt_range r, w
     { cpt.for_each_gap_by_size(r, n, gv) } -> std::same_as<result<walk_control>>;
 };
 
+// Members the manager uses when a backend has them, each doing what calls of
+// the concept would do, with fewer walks (the x86-64 backend has both;
+// indexed_page_table passes them through):
+// map_4k_pages(range, attrs, frame_of)
+//   map of each 4 KiB page i of `range` to frame_of(i), all or nothing.
+// move_4k_pages(from, to, leaf_of)
+//   The stub's move in one call: page i of `to` to leaf_of(i).frame with
+//   leaf_of(i).attrs, then unmap(from), all or nothing; overlaps when
+//   anything is mapped in `to` (answered before a hole in `from`).
+
 // The summary of one accessed/dirty harvest over a range, in 4 KiB pages (a
 // large page counts for the 4 KiB pages of it that lie in the range).
 struct ad_sample {
