@@ -103,8 +103,12 @@ struct checked_mover {
         for (const std::uint64_t root : {guest_root, monitor_root}) {
             std::uint64_t* pt = page_table(root, to.start().value());
             if (pt == nullptr) return false;
-            for (std::size_t i = 0; i < leaves.size(); ++i)
-                if ((pt[t + i] & 1) != 0 || (pt[f + i] & 1) == 0) return false;
+            std::uint64_t any_at_target = 0, all_at_source = ~std::uint64_t{0};
+            for (std::size_t i = 0; i < leaves.size(); ++i) {
+                any_at_target |= pt[t + i];
+                all_at_source &= pt[f + i];
+            }
+            if ((any_at_target & 1) != 0 || (all_at_source & 1) == 0) return false;
             for (std::size_t i = 0; i < leaves.size(); ++i) pt[t + i] = leaves[i];
             for (std::size_t i = 0; i < leaves.size(); ++i) pt[f + i] = 0;
         }

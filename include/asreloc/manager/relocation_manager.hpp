@@ -1034,11 +1034,16 @@ private:
 
     // ---- the move ------------------------------------------------------------------------
 
+    // Where the target came from: a free range (or the embedder's choice,
+    // most likely free), or a victim, which has guest content to displace.
+    enum class target_kind : std::uint8_t { likely_free, victim };
+
     // The transaction: fixups, then per guest space displace at `to`, map the
     // stub there, unmap it from the old placement and map back what it had
     // displaced there; the monitor space likewise; then (cannot fail) copy
     // the displaced content back, flush, commit.
-    result<relocation_report> move_stub(virt_range to, relocation_cause cause) {
+    result<relocation_report> move_stub(virt_range to, relocation_cause cause,
+                                        target_kind target = target_kind::likely_free) {
         begin();
         relocation_report report{placed_, placement_, to};
         fixup_from_ = placed_ ? placement_.start() : built_for_;
@@ -1054,7 +1059,7 @@ private:
             P* s = guests_[id];
             if (s == nullptr) continue;
             std::uint64_t displaced = 0;
-            if (auto r = stub_to(*s, id, to, displaced); !r) return abort(r.error_code());
+            if (auto r = stub_to(*s, id, to, target, displaced); !r) return abort(r.error_code());
             displaced_at_to[id] = static_cast<std::uint32_t>(displaced);
             report.pages_displaced += displaced;
             if (placed_)
@@ -1080,14 +1085,16 @@ private:
 
     // Guest space `s`: whatever the guest has at `to` displaced, the stub
     // mapped there and unmapped from its placement. Where the backend moves
-    // pages in one call, the move is tried first: a free `to` (the common
-    // case) then costs no look for guest content; if the guest has some
+    // pages in one call and `to` is likely free, the move is tried first: a
+    // free `to` then costs no look for guest content; if the guest has some
     // there the move changes nothing and answers overlaps.
-    status stub_to(P& s, std::uint32_t id, virt_range to, std::uint64_t& displaced) noexcept {
+    status stub_to(P& s, std::uint32_t id, virt_range to, target_kind target, std::uint64_t& displaced) noexcept {
         if constexpr (moves_4k_pages) {
             if (placed_) {
-                const status moved = move_stub_pages(s, id, placement_, to);
-                if (moved || moved.error_code() != error::overlaps) return moved;
+                if (target == target_kind::likely_free) {
+                    const status moved = move_stub_pages(s, id, placement_, to);
+                    if (moved || moved.error_code() != error::overlaps) return moved;
+                }
                 if (auto r = displace(id, s, to, displaced); !r) return r;
                 return move_stub_pages(s, id, placement_, to);
             }
@@ -1192,7 +1199,7 @@ private:
         }
         auto victim = find_victim(avoid);
         if (!victim) return fail_early(victim.error_code());
-        return move_stub(*victim, cause);
+        return move_stub(*victim, cause, target_kind::victim);
     }
 
     // A failure before anything changed still counts as a rolled-back operation.
@@ -1243,7 +1250,7 @@ private:
     result<relocation_report> hop() {
         auto to = find_victim(nullptr);
         if (!to) return fail_early(to.error_code());
-        return move_stub(*to, relocation_cause::hop);
+        return move_stub(*to, relocation_cause::hop, target_kind::victim);
     }
 
     // ---- small queries ---------------------------------------------------------------

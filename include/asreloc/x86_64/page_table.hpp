@@ -778,15 +778,17 @@ private:
         return replaced;
     }
 
+    // Whole runs folded without a branch per entry (vectorised at -O3): a
+    // stub's run is short and almost always passes.
     static bool any_present(const std::uint64_t* pt, unsigned first, unsigned last) noexcept {
-        for (unsigned i = first; i <= last; ++i)
-            if (entry{pt[i]}.present()) return true;
-        return false;
+        std::uint64_t any = 0;
+        for (unsigned i = first; i <= last; ++i) any |= pt[i];
+        return entry{any}.present();
     }
     static bool all_present(const std::uint64_t* pt, unsigned first, unsigned last) noexcept {
-        for (unsigned i = first; i <= last; ++i)
-            if (!entry{pt[i]}.present()) return false;
-        return true;
+        std::uint64_t all = ~std::uint64_t{0};
+        for (unsigned i = first; i <= last; ++i) all &= pt[i];
+        return entry{all}.present();
     }
     template <class LeafOf>
     static void write_leaves(std::uint64_t* pt, unsigned first, unsigned last, LeafOf& leaf_of) noexcept {
