@@ -317,7 +317,13 @@ TEMPLATE_TEST_CASE("relocate_to checks the target before anything moves", "[mana
     CHECK(failed_with(m.relocate_to(virt_range::of(virt_addr{window_base + 1}, stub_bytes)), error::misaligned));
     CHECK(failed_with(m.relocate_to(virt_range::of(virt_addr{0x0000'8000'0000'0000}, stub_bytes)),
                       error::non_canonical));
+    CHECK(m.stats().rollbacks == 0);
+    // The monitor's own mapping is found by the move's first step, before a
+    // fixup runs or a guest page moves: one rollback, nothing else.
+    const auto calls = w.fixups()[0].calls;
     CHECK(failed_with(m.relocate_to(virt_range::of(monitor_code, stub_bytes)), error::overlaps));
+    CHECK(m.stats().rollbacks == 1);
+    CHECK(w.fixups()[0].calls == calls);
     CHECK(w.take() == before);
 }
 

@@ -370,15 +370,15 @@ public:
 
     // Moves the stub to `to` (free in the monitor space; guest content there
     // is displaced). For embedders and tests that choose the place themselves.
-    // Errors: not_placed, misaligned, overlaps (to overlaps the placement, or
+    // Errors: not_placed, misaligned, overlaps (to overlaps the placement or
     // a monitor-space mapping, or has the wrong size), non_canonical, and the
-    // relocation errors.
+    // relocation errors; nothing changes on error (but `rollbacks`, which
+    // counts a monitor-space overlap: the move itself finds it).
     result<relocation_report> relocate_to(virt_range to) {
         if (!placed_) return failure(error::not_placed);
         if (!to.is_aligned(page_size::size_4k)) return failure(error::misaligned);
         if (to.size() != stub_size() || to.overlaps(placement_)) return failure(error::overlaps);
         if (!canonical_everywhere(to)) return failure(error::non_canonical);
-        if (any_mapping(*monitor_, to)) return failure(error::overlaps);
         return move_stub(to, relocation_cause::explicit_move);
     }
 
@@ -1038,14 +1038,17 @@ private:
     // most likely free), or a victim, which has guest content to displace.
     enum class target_kind : std::uint8_t { likely_free, victim };
 
-    // The transaction: fixups, then per guest space displace at `to`, map the
-    // stub there, unmap it from the old placement and map back what it had
-    // displaced there; the monitor space likewise; then (cannot fail) copy
-    // the displaced content back, flush, commit.
+    // The transaction: the monitor space's stub moved to `to`, the fixups,
+    // then per guest space whatever is at `to` displaced, the stub moved
+    // there and what it had displaced at its old placement mapped back; then
+    // (cannot fail) the displaced content copied back, flush, commit.
     result<relocation_report> move_stub(virt_range to, relocation_cause cause,
                                         target_kind target = target_kind::likely_free) {
         begin();
         relocation_report report{placed_, placement_, to};
+        // The monitor space first: it is never displaced from, so a target
+        // it uses (relocate_to's overlaps) is refused before anything moves.
+        if (auto r = monitor_stub_to(to); !r) return abort(r.error_code());
         fixup_from_ = placed_ ? placement_.start() : built_for_;
         fixup_to_ = to.start();
         if (fixup_from_ != fixup_to_) {
@@ -1065,7 +1068,6 @@ private:
             if (placed_)
                 if (auto r = remap_displaced(*s, id, placement_); !r) return abort(r.error_code());
         }
-        if (auto r = monitor_stub_to(to); !r) return abort(r.error_code());
         // Commit: nothing below can fail.
         finish_flushes();
         std::array<std::uint64_t, Limits.guest_spaces> restored{};
