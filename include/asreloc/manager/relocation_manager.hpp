@@ -679,6 +679,18 @@ private:
         journal_[journal_size_++] = e;
         return {};
     }
+    // Every kind but restore_leaf names a range only: undo reads nothing else
+    // of its slot, so nothing else is written (a whole entry costs a move
+    // more than its page-table work).
+    status journal(undo_kind kind, std::uint32_t space, const virt_range& range) noexcept {
+        Expects(kind != undo_kind::restore_leaf);
+        if (journal_size_ == journal_capacity) return failure(error::capacity_exceeded);
+        undo_entry& e = journal_[journal_size_++];
+        e.kind = kind;
+        e.space = space;
+        e.range = range;
+        return {};
+    }
 
     // The ranges an operation changed, merged where they touch (a displaced
     // range comes leaf by leaf): one invalidation per distinct range at the
@@ -872,17 +884,17 @@ private:
         auto f = s.move_4k_pages(from, to, [&](std::uint64_t i) -> const stub_page& { return pages_[i]; });
         if (!f) return failure(f.error_code());
         collect(*f);
-        must(journal({.kind = undo_kind::unmap_stub, .space = id, .range = to}));
-        must(journal({.kind = undo_kind::remap_stub, .space = id, .range = from}));
+        must(journal(undo_kind::unmap_stub, id, to));
+        must(journal(undo_kind::remap_stub, id, from));
         return {};
     }
 
     status map_stub(P& s, std::uint32_t id, virt_range at) noexcept {
         if (auto r = map_stub_pages(s, at); !r) return r;
-        return journal({.kind = undo_kind::unmap_stub, .space = id, .range = at});
+        return journal(undo_kind::unmap_stub, id, at);
     }
     status unmap_stub(P& s, std::uint32_t id, virt_range at) noexcept {
-        if (auto r = journal({.kind = undo_kind::remap_stub, .space = id, .range = at}); !r) return r;
+        if (auto r = journal(undo_kind::remap_stub, id, at); !r) return r;
         unmap_stub_pages(s, at);
         return {};
     }
@@ -895,7 +907,7 @@ private:
     // batch at a time (the tables change under the walk), so a free
     // placement costs one walk and a small stack buffer.
     status displace(std::uint32_t id, P& s, virt_range dst, std::uint64_t& displaced) noexcept {
-        if (auto r = journal({.kind = undo_kind::remap_small_leaves, .space = id, .range = dst}); !r) return r;
+        if (auto r = journal(undo_kind::remap_small_leaves, id, dst); !r) return r;
         constexpr std::size_t batch = 16;
         virt_range rest = dst;
         for (;;) {
@@ -978,7 +990,7 @@ private:
     // (journaled as one step); the content is copied back at commit.
     status remap_displaced(P& s, std::uint32_t id, virt_range at) noexcept {
         if (displaced_[id] == 0) return {};
-        if (auto r = journal({.kind = undo_kind::unmap_displaced, .space = id, .range = at}); !r) return r;
+        if (auto r = journal(undo_kind::unmap_displaced, id, at); !r) return r;
         status failed{};
         std::uint64_t mapped = 0;
         for_each_page(at, [&](virt_addr p) {
