@@ -11,7 +11,7 @@
 
 #include <benchmark/benchmark.h>
 
-#include "asreloc/hosted/hash_shadow_store.hpp"
+#include "asreloc/hosted/heap_shadow_store.hpp"
 #include "asreloc/policy/pool_shadow_store.hpp"
 #include "support/bench_context.hpp"
 #include "support/manager_world.hpp"
@@ -57,14 +57,14 @@ void pool_store(benchmark::State& st) {
 }
 
 // The hosted store allocates per page: measure the heap it holds when full.
-void hash_store(benchmark::State& st) {
+void heap_store(benchmark::State& st) {
     std::vector<std::byte> content(page_bytes, std::byte{0x5a});
     const auto before = ::mallinfo2().uordblks;
-    auto store = std::make_unique<hosted::hash_shadow_store>(shadow_pages);
+    auto store = std::make_unique<hosted::heap_shadow_store>(shadow_pages);
     for (std::size_t i = 0; i < shadow_pages; ++i) {
         const auto m = guest_page(i);
         if (!store->insert({0, m.start}, m, content)) {
-            st.SkipWithError("hash store refused a page below its capacity");
+            st.SkipWithError("heap store refused a page below its capacity");
             return;
         }
     }
@@ -72,11 +72,11 @@ void hash_store(benchmark::State& st) {
     for (auto _ : st) benchmark::DoNotOptimize(store->original({0, guest_page(7).start}));
     if (after <= before) {
         // An allocator that mallinfo2 does not see (a sanitizer's): sizeof only.
-        report_overhead(st, static_cast<double>(shadow_pages * (page_bytes + hosted::hash_shadow_store::bookkeeping_bytes_per_page)),
+        report_overhead(st, static_cast<double>(shadow_pages * (page_bytes + hosted::heap_shadow_store::bookkeeping_bytes_per_page)),
                         shadow_pages);
         st.counters["heap_measured"] = 0;
     } else {
-        report_overhead(st, static_cast<double>(after - before + sizeof(hosted::hash_shadow_store)), shadow_pages);
+        report_overhead(st, static_cast<double>(after - before + sizeof(hosted::heap_shadow_store)), shadow_pages);
         st.counters["heap_measured"] = 1;
     }
     st.counters["pages"] = static_cast<double>(store->size());
@@ -110,7 +110,7 @@ void register_memory(bench_context&) {
     benchmark::RegisterBenchmark("memory/stub-page/manager_1_guest_space", manager_bytes<1>)->Iterations(1);
     benchmark::RegisterBenchmark("memory/stub-page/manager_8_guest_spaces", manager_bytes<8>)->Iterations(1);
     benchmark::RegisterBenchmark("memory/shadow-page/pool_shadow_store", pool_store)->Iterations(1);
-    benchmark::RegisterBenchmark("memory/shadow-page/hash_shadow_store", hash_store)->Iterations(1);
+    benchmark::RegisterBenchmark("memory/shadow-page/heap_shadow_store", heap_store)->Iterations(1);
 }
 
 }  // namespace asreloc::bench

@@ -7,7 +7,7 @@
 #include <memory>
 
 #include <asreloc/asreloc.hpp>
-#include <asreloc/hosted/hash_shadow_store.hpp>
+#include <asreloc/hosted/heap_shadow_store.hpp>
 
 int main() {
     using namespace asreloc;
@@ -28,7 +28,7 @@ int main() {
     auto t = space->translate(va + 8);
     if (!t || t->phys != phys_addr{0x9008}) return 3;
 
-    hosted::hash_shadow_store store{4};
+    hosted::heap_shadow_store store{4};
     std::array<std::byte, page_bytes> page{};
     page[7] = std::byte{42};
     if (!store.insert({0, va}, t->page, page)) return 4;

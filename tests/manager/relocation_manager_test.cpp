@@ -401,25 +401,25 @@ TEMPLATE_TEST_CASE("statistics take the fast and slow trap counts from an attach
     CHECK(s.reflected == 1);
 }
 
-#include "asreloc/hosted/hash_shadow_store.hpp"
+#include "asreloc/hosted/heap_shadow_store.hpp"
 #include "asreloc/policy/accessed_bit_tracker.hpp"
 #include "asreloc/policy/best_fit_finder.hpp"
 #include "asreloc/policy/coldest_victim.hpp"
 
-TEST_CASE("the manager composes with the other policies: best fit, coldest victim, a hashed store, accessed bits",
+TEST_CASE("the manager composes with the other policies: best fit, coldest victim, the heap store, accessed bits",
           "[manager]") {
     world_memory memory;
     world_allocator frames{memory.frames()};
     auto monitor = x86_backend::make(frames, memory);
     auto guest = x86_backend::make(frames, memory);
-    hosted::hash_shadow_store store{16};
+    hosted::heap_shadow_store store{16};
     accessed_bit_tracker<> tracker;
     pcg32 gen{42};
     coldest_victim<pcg32, accessed_bit_tracker<>> victims{gen, tracker};
     recording_tlb tlb;
     manager_config config;
     config.window = virt_range::of(virt_addr{window_base}, 12 * page_bytes);
-    relocation_manager<x86_backend::space, best_fit_finder, decltype(victims), hosted::hash_shadow_store,
+    relocation_manager<x86_backend::space, best_fit_finder, decltype(victims), hosted::heap_shadow_store,
                        accessed_bit_tracker<>, recording_tlb, world_memory>
         m{*monitor, {}, victims, store, tracker, tlb, memory, config};
     const space_id g = *m.add_guest_space(*guest);

@@ -3,8 +3,8 @@
 // it keeps the 4 KiB piece of the original mapping. Built to stay within 1 %
 // of the copies: page copies and their mappings sit in chunks of 16 slots, and
 // each guest space keeps its pages in an Abseil B-tree of 4-byte slot numbers
-// ordered by page. (The name is from its first version, a node hash map of
-// whole pages: 2 % over the copies, and one malloc header per page.)
+// ordered by page. (Until 2026-11-26 it was hash_shadow_store, after its
+// first version, a node hash map of whole pages: 2 % over the copies.)
 #pragma once
 
 #include <algorithm>
@@ -34,7 +34,7 @@ namespace asreloc::hosted {
 // space, then O(log n) in its B-tree. std::bad_alloc propagates, and leaves
 // the store as it was (B-trees, because Abseil's hash tables of this era set
 // their new capacity before allocating it, so a failed rehash breaks them).
-class hash_shadow_store {
+class heap_shadow_store {
 public:
     // Slots per chunk: a power of two, and small enough that a chunk (16 page
     // copies and their mappings, 66 KiB) comes from the heap, not from mmap.
@@ -44,7 +44,7 @@ public:
     // chunk directory add about 1.5 B more).
     static constexpr std::size_t bookkeeping_bytes_per_page = sizeof(mapping) + sizeof(std::uint32_t);
 
-    explicit hash_shadow_store(std::size_t capacity) : capacity_(capacity), slots_(std::make_unique<slab>(capacity)) {
+    explicit heap_shadow_store(std::size_t capacity) : capacity_(capacity), slots_(std::make_unique<slab>(capacity)) {
         Expects(capacity < no_slot);
     }
 
@@ -185,7 +185,7 @@ private:
 
     // Puts a half-done insert back when an allocation throws.
     struct undo_insert {
-        hash_shadow_store& store;
+        heap_shadow_store& store;
         std::uint32_t space;
         std::uint32_t slot;
         bool drop_space = false;
@@ -211,6 +211,6 @@ private:
     absl::btree_map<std::uint32_t, page_index> spaces_;
 };
 
-static_assert(shadow_store<hash_shadow_store>);
+static_assert(shadow_store<heap_shadow_store>);
 
 }  // namespace asreloc::hosted

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/random/random.h"
-#include "asreloc/hosted/hash_shadow_store.hpp"
+#include "asreloc/hosted/heap_shadow_store.hpp"
 #include "asreloc/policy/random_victim.hpp"
 #include "asreloc/reference/page_table.hpp"
 #include "support/seed.hpp"
@@ -58,10 +58,10 @@ mapping original_at(std::uint64_t va, std::uint64_t pa) {
 
 }  // namespace
 
-TEST_CASE("the hash store keeps pages, serves byte accesses, refuses bad input and restores") {
-    WARN("hash_shadow_store bookkeeping (lower bound): " << hosted::hash_shadow_store::bookkeeping_bytes_per_page
+TEST_CASE("the heap store keeps pages, serves byte accesses, refuses bad input and restores") {
+    WARN("heap_shadow_store bookkeeping (lower bound): " << hosted::heap_shadow_store::bookkeeping_bytes_per_page
                                                          << " B per page");
-    hosted::hash_shadow_store store{2};
+    hosted::heap_shadow_store store{2};
     const shadow_key a{0, virt_addr{0x1000}}, b{1, virt_addr{0x1000}}, c{0, virt_addr{0x3000}};
     CHECK(failed_with(store.insert({0, virt_addr{0x1008}}, original_at(0x1000, 0), page_of(0)), error::misaligned));
     REQUIRE(store.insert(a, original_at(0x1000, 0x9000), page_of(0xaa)).has_value());
@@ -121,12 +121,12 @@ mapping page_mapping(std::uint64_t page, std::uint64_t salt) {
 
 }  // namespace
 
-TEST_CASE("the hash store answers like a model over random inserts, erases, reads and writes in several spaces") {
+TEST_CASE("the heap store answers like a model over random inserts, erases, reads and writes in several spaces") {
     const auto seed = test::test_seed();
     INFO("seed " << seed);
     std::mt19937_64 rng(seed);
     constexpr std::size_t capacity = 100;  // not a multiple of the chunk: the last chunk is short
-    hosted::hash_shadow_store store{capacity};
+    hosted::heap_shadow_store store{capacity};
     std::map<shadow_key, model_page> model;
     std::map<shadow_key, const mapping*> seen;  // original() of each kept page when it went in
     const auto random_key = [&] {
@@ -198,8 +198,8 @@ TEST_CASE("the hash store answers like a model over random inserts, erases, read
     }
 }
 
-TEST_CASE("a full hash store reuses the slots it freed, and an emptied one starts over") {
-    hosted::hash_shadow_store store{40};
+TEST_CASE("a full heap store reuses the slots it freed, and an emptied one starts over") {
+    hosted::heap_shadow_store store{40};
     for (std::uint64_t i = 0; i < 40; ++i)
         REQUIRE(store.insert({1, virt_addr{i * page_bytes}}, page_mapping(i * page_bytes, i),
                              page_of(static_cast<std::uint8_t>(i)))
@@ -226,10 +226,10 @@ TEST_CASE("a full hash store reuses the slots it freed, and an emptied one start
     CHECK(std::to_integer<int>(b[0]) == 0x77);
 }
 
-TEST_CASE("an allocation failure inside insert leaves the hash store exactly as it was") {
+TEST_CASE("an allocation failure inside insert leaves the heap store exactly as it was") {
     // Inserts that need a new chunk, a new space and B-tree node splits, each
     // failing at every allocation in turn until it goes through.
-    hosted::hash_shadow_store store{200};
+    hosted::heap_shadow_store store{200};
     std::map<shadow_key, std::uint8_t> kept;
     std::uint64_t failures = 0;
     for (std::uint64_t i = 0; i < 150; ++i) {
@@ -263,7 +263,7 @@ TEST_CASE("an allocation failure inside insert leaves the hash store exactly as 
     CHECK(store.size() == 0);
 }
 
-TEST_CASE("the hash store's heap use stays within 1 % of its page copies") {
+TEST_CASE("the heap store's heap use stays within 1 % of its page copies") {
     const auto seed = test::test_seed();
     INFO("seed " << seed);
     std::mt19937_64 rng(seed);
@@ -273,15 +273,15 @@ TEST_CASE("the hash store's heap use stays within 1 % of its page copies") {
     std::shuffle(keys.begin(), keys.end(), rng);  // B-tree nodes fill less than in order
     const auto content = page_of(0x5a);
     const auto before = ::mallinfo2().uordblks;
-    auto store = std::make_unique<hosted::hash_shadow_store>(pages);
+    auto store = std::make_unique<hosted::heap_shadow_store>(pages);
     for (const shadow_key& k : keys) REQUIRE(store->insert(k, page_mapping(k.page.value(), 0), content).has_value());
     const auto after = ::mallinfo2().uordblks;
     if (after <= before) {
         WARN("mallinfo2 does not see this allocator (a sanitizer's): not measured");
         return;
     }
-    const double per_page = static_cast<double>(after - before + sizeof(hosted::hash_shadow_store)) / pages - page_bytes;
+    const double per_page = static_cast<double>(after - before + sizeof(hosted::heap_shadow_store)) / pages - page_bytes;
     INFO(per_page << " B per page beyond the copy");
-    CHECK(per_page >= hosted::hash_shadow_store::bookkeeping_bytes_per_page);
+    CHECK(per_page >= hosted::heap_shadow_store::bookkeeping_bytes_per_page);
     CHECK(per_page <= 0.01 * page_bytes);
 }
