@@ -680,8 +680,8 @@ private:
         return {};
     }
     // Every kind but restore_leaf names a range only: undo reads nothing else
-    // of its slot, so nothing else is written (a whole entry costs a move
-    // more than its page-table work).
+    // of its slot, so nothing else is written (a slot is 56 B, and a free
+    // move journals four).
     status journal(undo_kind kind, std::uint32_t space, const virt_range& range) noexcept {
         Expects(kind != undo_kind::restore_leaf);
         if (journal_size_ == journal_capacity) return failure(error::capacity_exceeded);
