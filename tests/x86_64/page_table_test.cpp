@@ -847,10 +847,10 @@ TEST_CASE("move_4k_pages out of part of a 2 MiB page splits it and flushes the w
     CHECK(kept->page.size == page_size::size_4k);
 }
 
-// A move is a map_4k_pages of the target and an unmap of the source, done at
-// once: from random layouts, the same tables, frames and errors as the two
-// calls (in a twin space) give.
-TEST_CASE("move_4k_pages ends as map_4k_pages then unmap would, over random layouts, or fails as they would and changes nothing") {
+// A move is a map of the target's pages and an unmap of the source, done at
+// once: from random layouts, the same tables, frames and errors as those
+// calls give in a twin space.
+TEST_CASE("move_4k_pages ends as mapping its pages one by one and then unmapping the source would, over random layouts, or fails as they would and changes nothing") {
     const auto seed = test::test_seed();
     INFO("seed " << seed << " (replay with ASRELOC_SEED=" << seed << ")");
     std::mt19937_64 rng{seed};
