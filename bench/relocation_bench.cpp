@@ -49,6 +49,17 @@ bool move(benchmark::State& st, World& w, virt_range to, relocation_kind kind) {
     return true;
 }
 
+// The timed loop of the free path: the stub moves from A to `away` and back,
+// one move per iteration.
+template <class World>
+void free_moves_between(benchmark::State& st, World& w, virt_range away) {
+    bool at_a = true;
+    for (auto _ : st) {
+        if (!move(st, w, at_a ? away : w.a(), relocation_kind::free)) break;
+        at_a = !at_a;
+    }
+}
+
 // The stub's leaves as the manager writes them: supervisor-only 4 KiB pages.
 std::vector<std::uint64_t> stub_leaves(const manager_world& w) {
     std::vector<std::uint64_t> out;
@@ -145,11 +156,7 @@ void register_free(bench_context& ctx, std::size_t pages) {
     benchmark::RegisterBenchmark((c + "/asreloc").c_str(), [&ctx, pages](benchmark::State& st) {
         manager_world w(ctx, pages);
         if (!setup(st, w)) return;
-        bool at_a = true;
-        for (auto _ : st) {
-            if (!move(st, w, at_a ? w.b() : w.a(), relocation_kind::free)) break;
-            at_a = !at_a;
-        }
+        free_moves_between(st, w, w.b());
         st.counters["fixups"] = manager_world::fixup_slots;
     })->Unit(benchmark::kNanosecond);
     benchmark::RegisterBenchmark((c + "/bare_stores").c_str(), [&ctx, pages](benchmark::State& st) {
@@ -241,21 +248,12 @@ void register_free_far(bench_context& ctx, std::size_t pages) {
     benchmark::RegisterBenchmark((c + "/asreloc").c_str(), [&ctx, pages](benchmark::State& st) {
         manager_world w(ctx, pages);
         if (!setup(st, w)) return;
-        const auto far = virt_range::of(w.a().start() + (std::uint64_t{4} << 30), pages * page_bytes);
-        bool at_a = true;
-        for (auto _ : st) {
-            if (!move(st, w, at_a ? far : w.a(), relocation_kind::free)) break;
-            at_a = !at_a;
-        }
+        free_moves_between(st, w, virt_range::of(w.a().start() + (std::uint64_t{4} << 30), pages * page_bytes));
     })->Unit(benchmark::kNanosecond);
     benchmark::RegisterBenchmark((c + "/near_move").c_str(), [&ctx, pages](benchmark::State& st) {
         manager_world w(ctx, pages);
         if (!setup(st, w)) return;
-        bool at_a = true;
-        for (auto _ : st) {
-            if (!move(st, w, at_a ? w.b() : w.a(), relocation_kind::free)) break;
-            at_a = !at_a;
-        }
+        free_moves_between(st, w, w.b());
     })->Unit(benchmark::kNanosecond);
 }
 
@@ -265,11 +263,7 @@ template <bool Indexed>
 void free_moves(benchmark::State& st, bench_context& ctx, std::size_t pages) {
     basic_manager_world<Indexed> w(ctx, pages);
     if (!setup(st, w)) return;
-    bool at_a = true;
-    for (auto _ : st) {
-        if (!move(st, w, at_a ? w.b() : w.a(), relocation_kind::free)) break;
-        at_a = !at_a;
-    }
+    free_moves_between(st, w, w.b());
 }
 
 void register_free_indexed(bench_context& ctx, std::size_t pages) {
