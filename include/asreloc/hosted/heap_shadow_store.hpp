@@ -110,10 +110,6 @@ public:
 private:
     static constexpr std::uint32_t no_slot = ~std::uint32_t{0};
 
-    static constexpr bool within_page(std::uint64_t offset, std::size_t n) noexcept {
-        return offset <= page_bytes && n <= page_bytes - offset;
-    }
-
     // The slots: chunk i holds slots [16 i, 16 i + 16) as their 16 mappings
     // followed by their page copies, in one allocation; the last chunk has
     // only as many pages as the capacity leaves. Free slots are chained

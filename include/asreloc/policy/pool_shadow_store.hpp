@@ -109,10 +109,6 @@ public:
 private:
     static constexpr std::uint32_t no_slot = ~std::uint32_t{0};
 
-    static constexpr bool within_page(std::uint64_t offset, std::size_t n) noexcept {
-        return offset <= page_bytes && n <= page_bytes - offset;
-    }
-
     std::size_t lower_bound(shadow_key key) const noexcept {
         std::size_t lo = 0, hi = size_;
         while (lo < hi) {

@@ -52,6 +52,12 @@ concept shadow_store = requires(S& s, const S& cs, shadow_key k, const mapping& 
     { cs.capacity() } -> std::same_as<std::size_t>;
 };
 
+// Whether bytes [offset, offset + n) lie inside one page copy: the stores'
+// out_of_bounds check for read and write, without overflow.
+constexpr bool within_page(std::uint64_t offset, std::size_t n) noexcept {
+    return offset <= page_bytes && n <= page_bytes - offset;
+}
+
 // The 4 KiB piece of `original` that holds `page`: what a store keeps when the
 // displaced page sat inside a large page, so restore_content writes the right
 // 4 KiB frame. False when `original` does not cover `page` (a caller error the
