@@ -61,6 +61,11 @@ struct world {
         : made(x86_space::create(mem.frames(), mem, mode)), table(*made) {}
 };
 
+// Every free range of a space (an index or a table), lowest first.
+std::vector<virt_range> all_gaps(const auto& space) {
+    return gaps_of(space, virt_range::everything(), walk_order::bottom_up);
+}
+
 void map_pages(auto& space, std::uint64_t start, std::uint64_t count, page_size size = page_size::size_4k) {
     auto r = space.map(virt_range::of(virt_addr{start}, count * bytes(size)), phys_addr{0}, read_write, size);
     REQUIRE(r.has_value());
@@ -101,15 +106,15 @@ TEST_CASE("a change the index has no room for fails with capacity_exceeded and c
     REQUIRE(ix.has_value());
     map_pages(*ix, base, 1);  // the lower half becomes two ranges: no node left
     REQUIRE_FALSE(ix->index().has_room());
-    const auto before = gaps_of(w.table, virt_range::everything(), walk_order::bottom_up);
+    const auto before = all_gaps(w.table);
 
     auto m = ix->map(virt_range::of(virt_addr{base + 0x4000}, page_bytes), phys_addr{0}, read_write,
                      page_size::size_4k);
     CHECK(failed_with(m, error::capacity_exceeded));
     auto u = ix->unmap(virt_range::of(virt_addr{base}, page_bytes));
     CHECK(failed_with(u, error::capacity_exceeded));
-    CHECK(gaps_of(w.table, virt_range::everything(), walk_order::bottom_up) == before);
-    CHECK(gaps_of(*ix, virt_range::everything(), walk_order::bottom_up) == before);
+    CHECK(all_gaps(w.table) == before);
+    CHECK(all_gaps(*ix) == before);
 }
 
 TEST_CASE("a map of scattered frames through the index takes its range out of the free space") {
@@ -122,8 +127,7 @@ TEST_CASE("a map of scattered frames through the index takes its range out of th
     REQUIRE(m.has_value());
     m->ignore();
     CHECK(ix->translate(range.start() + 2 * page_bytes)->phys == phys_addr{0x10'4000});
-    CHECK(gaps_of(*ix, virt_range::everything(), walk_order::bottom_up) ==
-          gaps_of(w.table, virt_range::everything(), walk_order::bottom_up));
+    CHECK(all_gaps(*ix) == all_gaps(w.table));
     // The lower half is now two ranges: no node left for another change.
     auto refused = ix->map_4k_pages(virt_range::of(virt_addr{base}, page_bytes), read_write, any_frame);
     CHECK(failed_with(refused, error::capacity_exceeded));
@@ -140,10 +144,10 @@ TEST_CASE("a move through the index frees its source and takes its target, given
     map_pages(*ix, base, 2);
     REQUIRE(ix->index().has_room(1));
     REQUIRE_FALSE(ix->index().has_room(2));
-    const auto before = gaps_of(w.table, virt_range::everything(), walk_order::bottom_up);
+    const auto before = all_gaps(w.table);
     CHECK(failed_with(ix->move_4k_pages(from, to, leaf_of), error::capacity_exceeded));
-    CHECK(gaps_of(w.table, virt_range::everything(), walk_order::bottom_up) == before);
-    CHECK(gaps_of(*ix, virt_range::everything(), walk_order::bottom_up) == before);
+    CHECK(all_gaps(w.table) == before);
+    CHECK(all_gaps(*ix) == before);
 
     std::vector<gap_index::node> more(5);
     auto roomy = indexed::over(w.table, more);
@@ -152,12 +156,10 @@ TEST_CASE("a move through the index frees its source and takes its target, given
     REQUIRE(moved.has_value());
     CHECK(moved->range() == from);
     CHECK(roomy->translate(to.start() + page_bytes)->phys == phys_addr{0x20'1000});
-    CHECK(gaps_of(*roomy, virt_range::everything(), walk_order::bottom_up) ==
-          gaps_of(w.table, virt_range::everything(), walk_order::bottom_up));
+    CHECK(all_gaps(*roomy) == all_gaps(w.table));
     // A move the table refuses (the target now mapped) leaves the index alone.
     CHECK(failed_with(roomy->move_4k_pages(to, to, leaf_of), error::overlaps));
-    CHECK(gaps_of(*roomy, virt_range::everything(), walk_order::bottom_up) ==
-          gaps_of(w.table, virt_range::everything(), walk_order::bottom_up));
+    CHECK(all_gaps(*roomy) == all_gaps(w.table));
 }
 
 TEST_CASE("a change the table refuses leaves the index as it was") {
@@ -174,8 +176,7 @@ TEST_CASE("a change the table refuses leaves the index as it was") {
     auto misaligned = ix->for_each_gap(virt_range::of(virt_addr{base + 1}, page_bytes), walk_order::bottom_up,
                                        [](const virt_range&) { return walk_control::proceed; });
     CHECK(failed_with(misaligned, error::misaligned));
-    CHECK(gaps_of(*ix, virt_range::everything(), walk_order::bottom_up) ==
-          gaps_of(w.table, virt_range::everything(), walk_order::bottom_up));
+    CHECK(all_gaps(*ix) == all_gaps(w.table));
 }
 
 TEST_CASE("the index follows random maps and unmaps made through it (4- and 5-level)") {
@@ -232,8 +233,7 @@ TEST_CASE("the index follows random maps and unmaps made through it (4- and 5-le
             for (const auto order : {walk_order::bottom_up, walk_order::top_down})
                 REQUIRE(gaps_of(*ix, window, order) == gaps_of(w.table, window, order));
         }
-        CHECK(gaps_of(*ix, virt_range::everything(), walk_order::bottom_up) ==
-              gaps_of(w.table, virt_range::everything(), walk_order::bottom_up));
+        CHECK(all_gaps(*ix) == all_gaps(w.table));
     }
 }
 
