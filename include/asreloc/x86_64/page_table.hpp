@@ -101,7 +101,8 @@ public:
         const std::uint64_t last_phys = phys.value() + (range.size() - 1);
         if (last_phys < phys.value() || !phys_addr{last_phys}.is_valid()) return failure(error::out_of_bounds);
         if (leaf_level == 1) {
-            if (const auto fast = map_in_leaf_table(range, phys, attrs); fast != fast_path::not_taken) {
+            auto consecutive = [&](std::uint64_t i) { return page_leaf{phys + i * page_bytes, attrs}; };
+            if (const auto fast = map_in_leaf_table(range, consecutive); fast != fast_path::not_taken) {
                 if (fast == fast_path::overlaps) return failure(error::overlaps);
                 return flush::none();
             }
@@ -162,8 +163,7 @@ public:
                 auto mapped = map_checked_leaves(to, leaf_of);
                 if (!mapped) return mapped;
                 // The map added tables for `to` only: the path to `from` holds.
-                for (unsigned i = first; i <= last; ++i) p.table[1][i] = 0;
-                free_emptied_tables(p, src);
+                clear_leaves(p, src, first, last);
                 return flush::of(from).merge(*mapped);
             }
         }
@@ -688,18 +688,18 @@ private:
         return (r.start().value() >> level_shift(2)) == (r.last().value() >> level_shift(2));
     }
 
-    // Called after map's input checks, for 4 KiB leaves.
-    fast_path map_in_leaf_table(const virt_range& range, phys_addr phys, const attributes& attrs) noexcept {
+    // Called after the input checks of map (4 KiB leaves), map_4k_pages and
+    // move_4k_pages: page i of `range` to leaf_of(i).
+    template <class LeafOf>
+    fast_path map_in_leaf_table(const virt_range& range, LeafOf& leaf_of) noexcept {
         if (!in_one_page_table(range)) return fast_path::not_taken;
         const table_path p = walk_to_page_table(range.start().value());
         if (p.stopped_at != 0) return p.stopped_on_leaf ? fast_path::overlaps : fast_path::not_taken;
         std::uint64_t* pt = p.table[1];
         const unsigned first = table_index(range.start().value(), 1);
         const unsigned last = table_index(range.last().value(), 1);
-        for (unsigned i = first; i <= last; ++i)
-            if (entry{pt[i]}.present()) return fast_path::overlaps;
-        for (unsigned i = first; i <= last; ++i)
-            pt[i] = make_leaf(1, phys + std::uint64_t{i - first} * page_bytes, attrs).raw();
+        if (any_present(pt, first, last)) return fast_path::overlaps;
+        write_leaves(pt, first, last, leaf_of);
         return fast_path::done;
     }
 
@@ -713,10 +713,8 @@ private:
         std::uint64_t* pt = p.table[1];
         const unsigned first = table_index(va, 1);
         const unsigned last = table_index(range.last().value(), 1);
-        for (unsigned i = first; i <= last; ++i)
-            if (!entry{pt[i]}.present()) return fast_path::not_mapped;
-        for (unsigned i = first; i <= last; ++i) pt[i] = 0;
-        free_emptied_tables(p, va);
+        if (!all_present(pt, first, last)) return fast_path::not_mapped;
+        clear_leaves(p, va, first, last);
         return fast_path::done;
     }
 
@@ -752,17 +750,9 @@ private:
     }
     template <class LeafOf>
     result<flush> map_checked_leaves(const virt_range& range, LeafOf& leaf_of) noexcept {
-        if (in_one_page_table(range)) {
-            const table_path p = walk_to_page_table(range.start().value());
-            if (p.stopped_at == 0) {
-                std::uint64_t* pt = p.table[1];
-                const unsigned first = table_index(range.start().value(), 1);
-                const unsigned last = table_index(range.last().value(), 1);
-                if (any_present(pt, first, last)) return failure(error::overlaps);
-                write_leaves(pt, first, last, leaf_of);
-                return flush::none();
-            }
-            if (p.stopped_on_leaf) return failure(error::overlaps);
+        if (const auto fast = map_in_leaf_table(range, leaf_of); fast != fast_path::not_taken) {
+            if (fast == fast_path::overlaps) return failure(error::overlaps);
+            return flush::none();
         }
         if (any_mapping_in(range)) return failure(error::overlaps);
         frame_reserve reserve{*this};
@@ -821,6 +811,13 @@ private:
         for (unsigned i = s; i < s + n; ++i) at_src.table[1][i] = 0;
         if (!one_table) free_emptied_tables(at_src, src);
         return fast_path::done;
+    }
+
+    // Entries first..last of the page table on path p (the walk to `va`)
+    // cleared, and the tables left empty given back.
+    void clear_leaves(const table_path& p, std::uint64_t va, unsigned first, unsigned last) noexcept {
+        for (unsigned i = first; i <= last; ++i) p.table[1][i] = 0;
+        free_emptied_tables(p, va);
     }
 
     // After an unmap in the page table of `va` (path p): that table, and the
