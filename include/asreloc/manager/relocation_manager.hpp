@@ -1060,7 +1060,7 @@ private:
         relocation_report report{placed_, placement_, to};
         // The monitor space first: it is never displaced from, so a target
         // it uses (relocate_to's overlaps) is refused before anything moves.
-        if (auto r = monitor_stub_to(to); !r) return abort(r.error_code());
+        if (auto r = stub_moved(*monitor_, no_space, to); !r) return abort(r.error_code());
         fixup_from_ = placed_ ? placement_.start() : built_for_;
         fixup_to_ = to.start();
         if (fixup_from_ != fixup_to_) {
@@ -1097,35 +1097,29 @@ private:
         return report;
     }
 
-    // Guest space `s`: whatever the guest has at `to` displaced, the stub
-    // mapped there and unmapped from its placement. Where the backend moves
-    // pages in one call and `to` is likely free, the move is tried first: a
-    // free `to` then costs no look for guest content; if the guest has some
-    // there the move changes nothing and answers overlaps.
+    // Guest space `s`: whatever the guest has at `to` displaced, then the
+    // stub moved there. Where the backend moves pages in one call and `to`
+    // is likely free, the move is tried first: a free `to` then costs no look
+    // for guest content; if the guest has some there the move changes
+    // nothing and answers overlaps.
     status stub_to(P& s, std::uint32_t id, virt_range to, target_kind target, std::uint64_t& displaced) noexcept {
         if constexpr (moves_4k_pages) {
-            if (placed_) {
-                if (target == target_kind::likely_free) {
-                    const status moved = move_stub_pages(s, id, placement_, to);
-                    if (moved || moved.error_code() != error::overlaps) return moved;
-                }
-                if (auto r = displace(id, s, to, displaced); !r) return r;
-                return move_stub_pages(s, id, placement_, to);
+            if (placed_ && target == target_kind::likely_free) {
+                const status moved = stub_moved(s, id, to);
+                if (moved || moved.error_code() != error::overlaps) return moved;
             }
         }
         if (auto r = displace(id, s, to, displaced); !r) return r;
-        if (auto r = map_stub(s, id, to); !r) return r;
-        if (placed_) return unmap_stub(s, id, placement_);
-        return {};
+        return stub_moved(s, id, to);
     }
 
-    // The monitor space: the stub mapped at `to` (free there) and unmapped
-    // from its placement.
-    status monitor_stub_to(virt_range to) noexcept {
+    // The stub mapped at `to` in `s` and unmapped from its placement, if it
+    // has one: one backend call where the backend can move pages.
+    status stub_moved(P& s, std::uint32_t id, virt_range to) noexcept {
         if constexpr (moves_4k_pages)
-            if (placed_) return move_stub_pages(*monitor_, no_space, placement_, to);
-        if (auto r = map_stub(*monitor_, no_space, to); !r) return r;
-        if (placed_) return unmap_stub(*monitor_, no_space, placement_);
+            if (placed_) return move_stub_pages(s, id, placement_, to);
+        if (auto r = map_stub(s, id, to); !r) return r;
+        if (placed_) return unmap_stub(s, id, placement_);
         return {};
     }
 
