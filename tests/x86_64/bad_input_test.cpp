@@ -434,6 +434,37 @@ TEST_CASE("move_4k_pages refuses bad input with the precise error and changes no
     s.expect_refused(error::non_canonical, move(range_of(lower_end - kib4, 3 * kib4), free_there));
 }
 
+TEST_CASE("move_4k_pages refuses a run with one bad page anywhere in it, with the first bad page's error") {
+    const auto mode = GENERATE(paging_mode::four_level, paging_mode::five_level);
+    INFO("levels " << x86_64::levels(mode));
+    populated s{mode};
+    const auto stub = range_of(0x10'0000, 3 * kib4);
+    const auto to = range_of(0x18'0000, 3 * kib4);  // free, in the same page table: the fast path
+    // Page `bad` gets `leaf`, the others good leaves; a second bad page after
+    // it (when there is room) must not change the answer.
+    const auto with_bad_page = [&](std::uint64_t bad, page_leaf leaf, page_leaf later) {
+        return [=](space& pt) {
+            return pt.move_4k_pages(stub, to, [&](std::uint64_t i) {
+                if (i == bad) return leaf;
+                if (i > bad) return later;
+                return page_leaf{phys_addr{0x30'0000 + i * kib4}, read_write};
+            });
+        };
+    };
+    const page_leaf good{phys_addr{0x40'0000}, read_write};
+    const page_leaf unaligned{phys_addr{0x30'0010}, read_write};
+    const page_leaf too_high{phys_addr{0x0010'0000'0000'0000}, read_write};
+    const page_leaf bad_type{phys_addr{0x30'0000}, attributes{.memory_type = 8}};
+    for (std::uint64_t bad = 0; bad < 3; ++bad) {
+        INFO("bad page " << bad);
+        s.expect_refused(error::misaligned, with_bad_page(bad, unaligned, good));
+        s.expect_refused(error::out_of_bounds, with_bad_page(bad, too_high, good));
+        s.expect_refused(error::invalid_attributes, with_bad_page(bad, bad_type, good));
+        s.expect_refused(error::misaligned, with_bad_page(bad, unaligned, bad_type));
+        s.expect_refused(error::out_of_bounds, with_bad_page(bad, too_high, unaligned));
+    }
+}
+
 TEST_CASE("out_of_frames at every allocation of a move leaves the space and the allocator as they were") {
     const auto mode = GENERATE(paging_mode::four_level, paging_mode::five_level);
     INFO("levels " << x86_64::levels(mode));

@@ -730,7 +730,19 @@ private:
     status check_leaves(const virt_range& range, LeafOf& leaf_of) const noexcept {
         if (!range.is_aligned(page_size::size_4k)) return failure(error::misaligned);
         if (!is_canonical_range(range)) return failure(error::non_canonical);
+        // One pass folds every page's verdict without a branch; only a bad
+        // run is walked again, page by page, for the first page's error.
         const std::uint64_t pages = range.size() / page_bytes;
+        bool all_encodable = true;
+        std::uint64_t offsets = 0, highest = 0;
+        for (std::uint64_t i = 0; i < pages; ++i) {
+            const auto& leaf = leaf_of(i);
+            all_encodable &= encodable(leaf.attrs);
+            offsets |= leaf.frame.value();
+            highest = highest < leaf.frame.value() ? leaf.frame.value() : highest;
+        }
+        if (all_encodable && (offsets & (page_bytes - 1)) == 0 && phys_addr{highest + (page_bytes - 1)}.is_valid())
+            return {};
         for (std::uint64_t i = 0; i < pages; ++i) {
             const auto& leaf = leaf_of(i);
             if (!encodable(leaf.attrs)) return failure(error::invalid_attributes);
@@ -780,11 +792,19 @@ private:
         for (unsigned i = first; i <= last; ++i) all &= pt[i];
         return entry{all}.present();
     }
+    // A stub's pages share a few attributes (code, data): each page's are
+    // encoded only when they differ from the page before.
     template <class LeafOf>
     static void write_leaves(std::uint64_t* pt, unsigned first, unsigned last, LeafOf& leaf_of) noexcept {
+        attributes attrs = leaf_of(0).attrs;
+        std::uint64_t attr_bits = make_leaf(1, phys_addr{0}, attrs).raw();
         for (unsigned i = first; i <= last; ++i) {
             const auto& leaf = leaf_of(i - first);
-            pt[i] = make_leaf(1, leaf.frame, leaf.attrs).raw();
+            if (!(leaf.attrs == attrs)) {
+                attrs = leaf.attrs;
+                attr_bits = make_leaf(1, phys_addr{0}, attrs).raw();
+            }
+            pt[i] = attr_bits | (leaf.frame.value() & leaf_address_mask(1));
         }
     }
 
