@@ -796,9 +796,11 @@ private:
     // encoded only when they differ from the page before.
     template <class LeafOf>
     static void write_leaves(std::uint64_t* pt, unsigned first, unsigned last, LeafOf& leaf_of) noexcept {
-        attributes attrs = leaf_of(0).attrs;
+        const auto& head = leaf_of(0);
+        attributes attrs = head.attrs;
         std::uint64_t attr_bits = make_leaf(1, phys_addr{0}, attrs).raw();
-        for (unsigned i = first; i <= last; ++i) {
+        pt[first] = attr_bits | (head.frame.value() & leaf_address_mask(1));
+        for (unsigned i = first + 1; i <= last; ++i) {
             const auto& leaf = leaf_of(i - first);
             if (!(leaf.attrs == attrs)) {
                 attrs = leaf.attrs;
