@@ -86,6 +86,17 @@ constexpr std::uint64_t moved(const stub_move& m, window_kind k, std::uint64_t v
     return moves(m, k, v) ? m.relocated(v) : v;
 }
 
+// One address field of a packed structure, read by `get` and written by
+// `set` (its members cannot be bound to references).
+template <class Get, class Set>
+status relocate_address(const stub_move& m, Get get, Set set) noexcept {
+    if (auto r = m.check(); !r) return r;
+    const std::uint64_t v = get();
+    if (blocks(m, window_kind::address, v)) return failure(error::fixup_refused);
+    set(moved(m, window_kind::address, v));
+    return {};
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
@@ -123,13 +134,9 @@ struct tss_descriptor_fixup_context {
 inline status relocate_tss_descriptor(void* context, virt_addr from, virt_addr to) noexcept {
     auto& c = *static_cast<tss_descriptor_fixup_context*>(context);
     Expects(c.descriptor != nullptr);
-    const detail::stub_move m{from.value(), to.value(), c.stub_size};
-    if (auto r = m.check(); !r) return r;
-    constexpr auto k = detail::window_kind::address;
-    const std::uint64_t base = c.descriptor->base();
-    if (detail::blocks(m, k, base)) return failure(error::fixup_refused);
-    c.descriptor->set_base(detail::moved(m, k, base));
-    return {};
+    return detail::relocate_address(
+        detail::stub_move{from.value(), to.value(), c.stub_size}, [&] { return c.descriptor->base(); },
+        [&](std::uint64_t base) { c.descriptor->set_base(base); });
 }
 inline fixup tss_descriptor_fixup(tss_descriptor_fixup_context& context) noexcept {
     return fixup{&relocate_tss_descriptor, &context};
@@ -145,13 +152,9 @@ struct table_register_fixup_context {
 inline status relocate_table_register(void* context, virt_addr from, virt_addr to) noexcept {
     auto& c = *static_cast<table_register_fixup_context*>(context);
     Expects(c.image != nullptr);
-    const detail::stub_move m{from.value(), to.value(), c.stub_size};
-    if (auto r = m.check(); !r) return r;
-    constexpr auto k = detail::window_kind::address;
-    const std::uint64_t base = c.image->base;
-    if (detail::blocks(m, k, base)) return failure(error::fixup_refused);
-    c.image->base = detail::moved(m, k, base);
-    return {};
+    return detail::relocate_address(
+        detail::stub_move{from.value(), to.value(), c.stub_size}, [&] { return c.image->base; },
+        [&](std::uint64_t base) { c.image->base = base; });
 }
 inline fixup table_register_fixup(table_register_fixup_context& context) noexcept {
     return fixup{&relocate_table_register, &context};
