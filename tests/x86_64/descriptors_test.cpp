@@ -7,14 +7,9 @@
 
 #include <catch2/catch.hpp>
 
-// Catch binds what it checks to a reference; members of the packed SDM
-// structures must be copied out first.
-namespace {
-template <class T>
-T copy_of(T v) {
-    return v;
-}
-}  // namespace
+#include "support/packed.hpp"
+
+using asreloc::test::copy_of;
 
 using namespace asreloc::x86_64;
 
