@@ -15,15 +15,6 @@ using namespace asreloc::test;
 
 namespace {
 
-// A window of `pages` pages at window_base: small windows fill up, so the
-// claims about victims can be forced.
-world_options small_window(std::uint64_t pages, std::uint64_t seed = 1) {
-    world_options o;
-    o.config.window = virt_range::of(virt_addr{window_base}, pages * page_bytes);
-    o.rng_seed = seed;
-    return o;
-}
-
 template <class W>
 void require_stub_everywhere(W& w) {
     const std::string broken = w.stub_invariant();

@@ -10,17 +10,6 @@
 using namespace asreloc;
 using namespace asreloc::test;
 
-namespace {
-
-world_options window_of(std::uint64_t pages, std::uint64_t seed = 7) {
-    world_options o;
-    o.config.window = virt_range::of(virt_addr{window_base}, pages * page_bytes);
-    o.rng_seed = seed;
-    return o;
-}
-
-}  // namespace
-
 TEMPLATE_TEST_CASE("place refuses a bad stub and a second placement, and changes nothing", "[manager]", x86_backend,
                    reference_backend) {
     world<TestType> w;
@@ -78,7 +67,7 @@ TEMPLATE_TEST_CASE("a guest space cannot be registered twice, be the monitor spa
 
 TEMPLATE_TEST_CASE("a guest mapping never replaces a guest page, mapped or displaced", "[manager]", x86_backend,
                    reference_backend) {
-    world<TestType> w(window_of(8));
+    world<TestType> w(small_window(8, 7));
     auto& m = w.manager();
     const space_id g = w.add_guest();
     w.guest_map(g, window_base, 8, 0x40);  // the whole window: the stub displaces
@@ -101,7 +90,7 @@ TEMPLATE_TEST_CASE("a guest mapping never replaces a guest page, mapped or displ
 
 TEMPLATE_TEST_CASE("a guest unmap writes displaced content back to its frame and drops it from the shadow store",
                    "[manager]", x86_backend, reference_backend) {
-    world<TestType> w(window_of(8));
+    world<TestType> w(small_window(8, 7));
     auto& m = w.manager();
     const space_id g = w.add_guest();
     w.guest_map(g, window_base, 8, 0x40);
@@ -129,7 +118,7 @@ TEMPLATE_TEST_CASE("a guest unmap writes displaced content back to its frame and
 
 TEMPLATE_TEST_CASE("a guest unmap around the placement takes more leaves than the undo log has entries",
                    "[manager]", x86_backend, reference_backend) {
-    world<TestType> w(window_of(8));
+    world<TestType> w(small_window(8, 7));
     auto& m = w.manager();
     const space_id g = w.add_guest();
     // 4 KiB leaves on both sides of the window the stub is placed in, more
@@ -158,7 +147,7 @@ TEMPLATE_TEST_CASE("a guest unmap around the placement takes more leaves than th
 
 TEMPLATE_TEST_CASE("the emulator's access is checked whole before any byte moves", "[manager]", x86_backend,
                    reference_backend) {
-    world<TestType> w(window_of(8));
+    world<TestType> w(small_window(8, 7));
     auto& m = w.manager();
     const space_id g = w.add_guest();
     // Pages 0-5 writable, 6-7 read-only; the stub displaces four of them.
@@ -189,7 +178,7 @@ TEMPLATE_TEST_CASE("the emulator's access is checked whole before any byte moves
 TEMPLATE_TEST_CASE("victims never cover a pinned range", "[manager]", x86_backend, reference_backend) {
     for (std::uint64_t seed = 1; seed <= 6; ++seed) {
         CAPTURE(seed);
-        world<TestType> w(window_of(16, seed));
+        world<TestType> w(small_window(16, seed));
         auto& m = w.manager();
         const space_id g = w.add_guest();
         w.guest_map(g, window_base, 16, 0x40);
@@ -212,7 +201,7 @@ TEMPLATE_TEST_CASE("victims never cover a pinned range", "[manager]", x86_backen
 
 TEMPLATE_TEST_CASE("a victim is never taken over the monitor's own mappings", "[manager]", x86_backend,
                    reference_backend) {
-    world<TestType> w(window_of(32));
+    world<TestType> w(small_window(32, 7));
     auto& m = w.manager();
     const space_id g = w.add_guest();
     w.guest_map(g, window_base, 32, 0x40);
@@ -232,7 +221,7 @@ TEMPLATE_TEST_CASE("a victim is never taken over the monitor's own mappings", "[
 
 TEMPLATE_TEST_CASE("a relocation invalidates the old placement and the displaced range, nothing more", "[manager]",
                    x86_backend, reference_backend) {
-    world<TestType> w(window_of(16));
+    world<TestType> w(small_window(16, 7));
     auto& m = w.manager();
     const space_id g = w.add_guest();
     w.guest_map(g, window_base, 16, 0x40);
@@ -250,7 +239,7 @@ TEMPLATE_TEST_CASE("a relocation invalidates the old placement and the displaced
 
 TEMPLATE_TEST_CASE("a relocation the shadow store cannot hold answers shadow_store_full and changes nothing",
                    "[manager]", x86_backend, reference_backend) {
-    world_options o = window_of(16);
+    world_options o = small_window(16, 7);
     o.shadow_pages = 6;  // one displaced stub (4) fits, the next relocation needs 8 at once
     world<TestType> w(o);
     auto& m = w.manager();
@@ -344,7 +333,7 @@ TEMPLATE_TEST_CASE("without a hop period the stub never hops", "[manager]", x86_
 
 TEMPLATE_TEST_CASE("the trace records placement, conflicts, moves and restores in order", "[manager][trace]",
                    x86_backend, reference_backend) {
-    world<TestType> w(window_of(16));
+    world<TestType> w(small_window(16, 7));
     auto& m = w.manager();
     const space_id g = w.add_guest();
     w.guest_map(g, window_base, 16, 0x40);

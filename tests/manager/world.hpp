@@ -134,6 +134,15 @@ struct world_options {
     std::uint64_t rng_seed = 1;
 };
 
+// A window of `pages` pages at window_base: small windows fill up, so the
+// victim paths can be forced.
+inline world_options small_window(std::uint64_t pages, std::uint64_t seed = 1) {
+    world_options o;
+    o.config.window = virt_range::of(virt_addr{window_base}, pages * page_bytes);
+    o.rng_seed = seed;
+    return o;
+}
+
 template <class Backend>
 class world {
 public:
