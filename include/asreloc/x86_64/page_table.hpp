@@ -638,13 +638,16 @@ private:
 
     // The walk to the page table of `va`: the table of every level on the way
     // (table[1] the page table), unless the entry at `stopped_at` is not
-    // present or (stopped_on_leaf) a large leaf.
+    // present or (stopped_on_leaf) a large leaf. The rights through the way
+    // are gathered only for a walk that reports mappings (WithRights): a
+    // change's walk has no use for them.
     struct table_path {
         std::uint64_t* table[6] = {};
         unsigned stopped_at = 0;
         bool stopped_on_leaf = false;
         effective_rights rights{};  // through the table entries above table[1] (or above the large leaf)
     };
+    template <bool WithRights = false>
     table_path walk_to_page_table(std::uint64_t va) const noexcept {
         table_path p;
         std::uint64_t* table = table_at(root_);
@@ -656,7 +659,7 @@ private:
                 p.stopped_on_leaf = e.present();
                 return p;
             }
-            p.rights = p.rights.through(e);
+            if constexpr (WithRights) p.rights = p.rights.through(e);
             table = table_at(e.table_address());
         }
         p.table[1] = table;
@@ -668,7 +671,7 @@ private:
     template <class Visitor>
     walk_control walk_one_page_table(const virt_range& window, walk_order order, Visitor& visit) const {
         const std::uint64_t va = window.start().value();
-        const table_path p = walk_to_page_table(va);
+        const table_path p = walk_to_page_table<true>(va);
         if (p.stopped_at != 0) {
             if (!p.stopped_on_leaf) return walk_control::proceed;
             const unsigned level = p.stopped_at;
