@@ -240,8 +240,12 @@ public:
         bool cleared = false;
         for_each_leaf_slot(root_, top(), 0, range, [&](std::uint64_t& slot, unsigned level, std::uint64_t va) {
             const entry e{slot};
-            const auto overlap = intersect(range, virt_range::of(virt_addr{va}, entry_span(level)));
-            const auto pages = overlap.range.size() / page_bytes;
+            // A leaf with neither bit (every leaf of a cold range) has nothing
+            // to count or clear.
+            if ((e.raw() & (bits::accessed | bits::dirty)) == 0) return;
+            // A PTE the (4 KiB aligned) range touches lies wholly inside it.
+            const std::uint64_t pages =
+                level == 1 ? 1 : intersect(range, virt_range::of(virt_addr{va}, entry_span(level))).range.size() / page_bytes;
             if (e.accessed()) sample.accessed_pages += pages;
             if (e.dirty()) sample.dirty_pages += pages;
             if ((e.raw() & clear_mask) != 0) {
