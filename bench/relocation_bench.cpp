@@ -63,11 +63,16 @@ void free_moves_between(benchmark::State& st, World& w, virt_range away) {
     }
 }
 
-// The stub's leaves as the manager writes them: supervisor-only 4 KiB pages.
+// The stub's pages as the manager maps them: supervisor-only 4 KiB pages.
+std::vector<stub_page> stub_pages(const manager_world& w) {
+    std::vector<stub_page> out;
+    for (phys_addr f : w.stub_frames()) out.push_back(stub_page{f, supervisor_only(read_write)});
+    return out;
+}
+// The same pages as the leaf entries the backend writes for them.
 std::vector<std::uint64_t> stub_leaves(const manager_world& w) {
     std::vector<std::uint64_t> out;
-    for (phys_addr f : w.stub_frames())
-        out.push_back(x86_64::make_leaf(1, f, supervisor_only(read_write)).raw());
+    for (const stub_page& p : stub_pages(w)) out.push_back(x86_64::make_leaf(1, p.frame, p.attrs).raw());
     return out;
 }
 
@@ -212,9 +217,7 @@ void register_free(bench_context& ctx, std::size_t pages) {
     benchmark::RegisterBenchmark((c + "/backend_moves").c_str(), [&ctx, pages](benchmark::State& st) {
         manager_world w(ctx, pages);
         if (!setup(st, w)) return;
-        std::vector<stub_page> leaves;
-        for (phys_addr f : w.stub_frames()) leaves.push_back(stub_page{f, supervisor_only(read_write)});
-        const backend_mover mv{&w.guest(), &w.monitor(), std::move(leaves), &w.fixed()};
+        const backend_mover mv{&w.guest(), &w.monitor(), stub_pages(w), &w.fixed()};
         own_moves_between(st, w, mv, "backend_moves");
     })->Unit(benchmark::kNanosecond);
 }
