@@ -692,55 +692,7 @@ private:
         return {};
     }
 
-    // The ranges an operation changed, merged where they touch (a displaced
-    // range comes leaf by leaf): one invalidation per distinct range at the
-    // end, all of them past the capacity.
-    class invalidation_set {
-    public:
-        constexpr void add(const virt_range& r) noexcept {
-            if (all_) return;
-            for (std::size_t i = 0; i < count_; ++i) {
-                if (touches(ranges_[i], r)) {
-                    ranges_[i] = hull(ranges_[i], r);
-                    return;
-                }
-            }
-            if (count_ == ranges_.size()) all_ = true;
-            else ranges_[count_++] = r;
-        }
-        template <class T>
-        void apply(T& t) noexcept {
-            if (all_) t.invalidate_all();
-            else
-                for (std::size_t i = 0; i < count_; ++i) flush::of(ranges_[i]).apply(t);
-            clear();
-        }
-        constexpr void clear() noexcept {
-            count_ = 0;
-            all_ = false;
-        }
-
-    private:
-        // Overlapping, or one starting right after the other ends. A range
-        // ending at 2^64 - 1 is followed by nothing (its end() wraps to 0).
-        static constexpr bool touches(const virt_range& a, const virt_range& b) noexcept {
-            return a.overlaps(b) || just_after(a, b) || just_after(b, a);
-        }
-        static constexpr bool just_after(const virt_range& a, const virt_range& b) noexcept {
-            return a.last().value() != ~std::uint64_t{0} && a.end() == b.start();
-        }
-        static constexpr virt_range hull(const virt_range& a, const virt_range& b) noexcept {
-            return virt_range::from_bounds(a.start() < b.start() ? a.start() : b.start(),
-                                           a.last() < b.last() ? b.last() : a.last());
-        }
-        std::array<virt_range, 8> ranges_{};
-        std::size_t count_ = 0;
-        bool all_ = false;
-    };
-
-    void collect(const flush& f) noexcept {
-        if (!f.empty()) pending_.add(f.range());
-    }
+    void collect(const flush& f) noexcept { pending_.add(f); }
     void finish_flushes() noexcept { pending_.apply(*tlb_); }
 
     static void must(const status& s) noexcept { Expects(s.has_value()); }
@@ -1370,7 +1322,7 @@ private:
     std::size_t applied_fixups_ = 0;
     virt_addr fixup_from_{};
     virt_addr fixup_to_{};
-    invalidation_set pending_{};
+    flush_batch<8> pending_{};
 
     statistics stats_{};
     relocation_report last_{};

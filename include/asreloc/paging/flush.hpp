@@ -4,6 +4,8 @@
 // forgotten silently.
 #pragma once
 
+#include <cstdint>
+
 #include "asreloc/core/address.hpp"
 #include "asreloc/paging/tlb.hpp"
 
@@ -49,19 +51,25 @@ private:
     bool any_ = false;
 };
 
-// Several flushes collected during one operation (a relocation touches the old
-// placement, the new one and maybe a victim) and issued once at the end, each
-// range precisely; past Capacity ranges it degrades to one whole-space flush.
+// The flushes of one operation (a relocation touches the old placement, the
+// new one, and maybe a victim leaf by leaf) issued once at the end. Ranges that
+// overlap or touch are merged, so a range changed leaf by leaf costs one
+// invalidation and nothing outside the changed ranges is invalidated; past
+// Capacity separate ranges it degrades to one whole-space flush.
 template <unsigned Capacity = 8>
 class flush_batch {
 public:
     constexpr void add(const flush& f) noexcept {
         if (f.empty() || overflowed_) return;
-        if (count_ == Capacity) {
-            overflowed_ = true;
-            return;
+        const virt_range r = f.range();
+        for (unsigned i = 0; i < count_; ++i) {
+            if (touches(ranges_[i], r)) {
+                ranges_[i] = hull(ranges_[i], r);
+                return;
+            }
         }
-        ranges_[count_++] = f.range();
+        if (count_ == Capacity) overflowed_ = true;
+        else ranges_[count_++] = r;
     }
     template <tlb Tlb>
     constexpr void apply(Tlb& t) noexcept {
@@ -79,6 +87,21 @@ public:
     constexpr const virt_range& operator[](unsigned i) const noexcept { return ranges_[i]; }
 
 private:
+    // Overlapping, or one starting right after the other ends: their hull is
+    // their union. A range ending at 2^64 - 1 is followed by nothing (its
+    // end() wraps to 0). A hull may come to touch another kept range; both
+    // stay, which invalidates their common part twice and nothing more.
+    static constexpr bool touches(const virt_range& a, const virt_range& b) noexcept {
+        return a.overlaps(b) || just_after(a, b) || just_after(b, a);
+    }
+    static constexpr bool just_after(const virt_range& a, const virt_range& b) noexcept {
+        return a.last().value() != ~std::uint64_t{0} && a.end() == b.start();
+    }
+    static constexpr virt_range hull(const virt_range& a, const virt_range& b) noexcept {
+        return virt_range::from_bounds(a.start() < b.start() ? a.start() : b.start(),
+                                       a.last() < b.last() ? b.last() : a.last());
+    }
+
     virt_range ranges_[Capacity]{};
     unsigned count_ = 0;
     bool overflowed_ = false;
