@@ -1,5 +1,5 @@
-// pcg32 and uniform_below (core/pcg32.hpp). Kept with the policies that use
-// them; tests/core belongs to another owner.
+// pcg32 and uniform_below (core/pcg32.hpp), the generator the random policies
+// and the property tests draw from.
 #include <catch2/catch.hpp>
 
 #include <array>
