@@ -8,6 +8,7 @@
 #include "asreloc/core/pcg32.hpp"
 #include "asreloc/core/result.hpp"
 #include "asreloc/manager/classify.hpp"
+#include "asreloc/manager/excluded_ranges.hpp"
 #include "asreloc/manager/fixup.hpp"
 #include "asreloc/manager/relocation_manager.hpp"
 #include "asreloc/manager/statistics.hpp"

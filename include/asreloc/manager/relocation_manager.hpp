@@ -20,6 +20,7 @@
 #include "asreloc/core/attributes.hpp"
 #include "asreloc/core/result.hpp"
 #include "asreloc/manager/classify.hpp"
+#include "asreloc/manager/excluded_ranges.hpp"
 #include "asreloc/manager/fixup.hpp"
 #include "asreloc/manager/statistics.hpp"
 #include "asreloc/manager/stub.hpp"
@@ -615,47 +616,7 @@ private:
         mapping leaf{};
     };
 
-    // Up to N ranges, ascending.
-    template <std::size_t N>
-    struct range_parts {
-        virt_range part[N]{};
-        std::size_t count = 0;
-    };
     using outside_parts = range_parts<2>;  // a range around the placement
-
-    // Up to N ranges left out of others (kept sorted): the placement around
-    // a guest unmap; the range the guest needs and the candidates the fixups
-    // refused around a free-range search.
-    template <std::size_t N>
-    class excluded_ranges {
-    public:
-        bool full() const noexcept { return count_ == N; }
-        void add(virt_range r) noexcept {
-            std::size_t i = count_;
-            for (; i > 0 && r.start() < ranges_[i - 1].start(); --i) ranges_[i] = ranges_[i - 1];
-            ranges_[i] = r;
-            ++count_;
-        }
-        // The parts of `w` outside every excluded range, ascending.
-        range_parts<N + 1> parts_of(virt_range w) const noexcept {
-            range_parts<N + 1> out;
-            virt_addr from = w.start();
-            bool open = true;  // [from, w.last()] may still hold something
-            for (std::size_t i = 0; i < count_ && open; ++i) {
-                const virt_range& x = ranges_[i];
-                if (x.last() < from || x.start() > w.last()) continue;
-                if (from < x.start()) out.part[out.count++] = virt_range::from_bounds(from, x.start() - 1);
-                if (x.last() >= w.last()) open = false;
-                else if (x.last() + 1 > from) from = x.last() + 1;
-            }
-            if (open) out.part[out.count++] = virt_range::from_bounds(from, w.last());
-            return out;
-        }
-
-    private:
-        virt_range ranges_[N]{};
-        std::size_t count_ = 0;
-    };
 
     // The range the guest needs, and the candidates the fixups refused.
     static constexpr std::size_t refused_retries = 2;
