@@ -82,6 +82,20 @@ TEST_CASE("the IDT fixup refuses, unchanged, when a gate that stays already poin
     CHECK(same_bytes(table, before));
 }
 
+TEST_CASE("the IDT fixup refusing at a late gate puts back the gates it had moved, overlapping placements too") {
+    // The stub moves up by one page: its windows overlap. The last gate
+    // points past the stub into the new window, so the move is refused
+    // after every gate before it has been moved (some into the overlap).
+    idt table{};
+    for (std::size_t i = 0; i + 1 < table.size(); ++i)
+        table[i] = gate_to(old_base.value() + (i * 0x40) % stub_size, i % 5 != 0);
+    table[table.size() - 1] = gate_to(old_base.value() + stub_size + 0x10);
+    const idt before = table;
+    idt_fixup_context ctx{table.data(), table.size(), stub_size};
+    REQUIRE(failed_with(idt_fixup(ctx)(old_base, old_base + 0x1000), error::fixup_refused));
+    CHECK(same_bytes(table, before));
+}
+
 TEST_CASE("the IDT fixup handles a move by less than the stub size and reverses it exactly") {
     idt table{};
     for (std::size_t i = 0; i < 32; ++i) table[i] = gate_to(old_base.value() + i * 0x100);

@@ -28,8 +28,10 @@ public:
 
     constexpr void add(virt_range r) noexcept {
         Expects(!full());
+        // Insertion from the end; `i < N` is known from the Expects, but
+        // said again for GCC, whose -Warray-bounds does not see it at N = 1.
         std::size_t i = count_;
-        for (; i > 0 && r.start() < ranges_[i - 1].start(); --i) ranges_[i] = ranges_[i - 1];
+        for (; i > 0 && i < N && r.start() < ranges_[i - 1].start(); --i) ranges_[i] = ranges_[i - 1];
         ranges_[i] = r;
         ++count_;
     }

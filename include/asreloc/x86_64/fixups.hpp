@@ -21,11 +21,13 @@
 // that itself runs past 2^64, and a stack top that would be non-canonical
 // (the end of the lower half, 2^47 or 2^56: the CPU would raise #SS on it).
 //
-// Exact reversal: a fixup refuses (error::fixup_refused, nothing written) when
-// a value that does not move already lies in the new placement's window,
-// because the reverse move could not tell it from a moved one. Once a move is
-// accepted, apply(to, from) moves back exactly the values it moved and
-// restores every byte.
+// Exact reversal: a fixup refuses (error::fixup_refused, its target as it
+// was) when a value that does not move already lies in the new placement's
+// window, because the reverse move could not tell it from a moved one. Once a
+// move is accepted, apply(to, from) moves back exactly the values it moved and
+// restores every byte. (The IDT fixup finds a refusal in the same pass that
+// moves the gates, and puts back those it moved: like any relocation, it must
+// not run while another processor can take an interrupt through this IDT.)
 //
 // The targets are the stub's structures as the monitor writes them; the CPU
 // keeps copies in GDTR, IDTR and TR, so after a relocation the embedder
@@ -97,6 +99,15 @@ status relocate_address(const stub_move& m, Get get, Set set) noexcept {
     return {};
 }
 
+// Undoes the first `count` gates of a forward pass of relocate_idt.
+inline void move_gates_back(const stub_move& m, idt_gate* gates, std::size_t count) noexcept {
+    for (std::size_t i = 0; i < count; ++i) {
+        idt_gate& g = gates[i];
+        const std::uint64_t offset = g.offset();
+        if (g.present() && m.in_window(m.to, offset)) g.set_offset(offset - m.to + m.from);
+    }
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
@@ -112,12 +123,23 @@ inline status relocate_idt(void* context, virt_addr from, virt_addr to) noexcept
     Expects(c.gates != nullptr && c.count <= idt_vectors);
     const detail::stub_move m{from.value(), to.value(), c.stub_size};
     if (auto r = m.check(); !r) return r;
-    constexpr auto k = detail::window_kind::address;
+    // One pass moves the gates. A gate that refuses has the gates before it
+    // moved back, which is exact: before it, a present gate pointing into the
+    // new placement is one this pass moved there (one that was there already
+    // would have refused first). A refusal thus writes nothing, as a check
+    // pass ahead of the writes would ensure, at the cost of a second pass
+    // only when refused: most moves are accepted, and the IDT is the largest
+    // structure a stub carries.
     for (std::size_t i = 0; i < c.count; ++i) {
-        if (c.gates[i].present() && detail::blocks(m, k, c.gates[i].offset())) return failure(error::fixup_refused);
-    }
-    for (std::size_t i = 0; i < c.count; ++i) {
-        if (c.gates[i].present()) c.gates[i].set_offset(detail::moved(m, k, c.gates[i].offset()));
+        idt_gate& g = c.gates[i];
+        if (!g.present()) continue;
+        const std::uint64_t offset = g.offset();
+        if (m.in_window(m.from, offset)) {
+            g.set_offset(m.relocated(offset));
+        } else if (m.in_window(m.to, offset)) {
+            detail::move_gates_back(m, c.gates, i);
+            return failure(error::fixup_refused);
+        }
     }
     return {};
 }
