@@ -10,6 +10,11 @@
 //     backend_moves    - no goal: the same through the backend, one
 //                        move_4k_pages per space, and the fixup slots stored
 //                        inline: what the manager adds over its backend;
+//   free path with the x86-64 stub tables instead of the slots (16 and
+//   64 KiB: the tables need 4 pages), relocate-free-x86:
+//     bare_stores      - the same PTE stores, and the writes stub_fixups makes
+//                        (256 gate offsets, the TSS descriptor base, the
+//                        GDTR/IDTR images, RSP0 and IST1) as a plain loop;
 //   victim path, one round trip A -> V -> A over N guest pages at V:
 //     memcpy_plus_free - memcpy of the displaced bytes both ways plus two free
 //                        moves through the manager (the goal's yardstick);
@@ -83,7 +88,7 @@ struct bare_mover {
     std::vector<std::uint64_t> leaves;
     std::array<std::uint64_t, manager_world::fixup_slots>* fixed;
 
-    bool operator()(virt_range from, virt_range to) const {
+    void pte_stores(virt_range from, virt_range to) const {
         const unsigned f = x86_64::table_index(from.start().value(), 1), t = x86_64::table_index(to.start().value(), 1);
         for (std::size_t i = 0; i < leaves.size(); ++i) {
             guest_pt[t + i] = leaves[i];
@@ -93,10 +98,47 @@ struct bare_mover {
             guest_pt[f + i] = 0;
             monitor_pt[f + i] = 0;
         }
+    }
+    bool operator()(virt_range from, virt_range to) const {
+        pte_stores(from, to);
         for (auto& slot : *fixed) slot = slot - from.start().value() + to.start().value();
         return true;
     }
 };
+
+// The same PTE stores, then the writes x86_64::stub_fixups makes to the stub
+// tables the world built, as a plain loop that knows which values move.
+struct bare_x86_mover {
+    bare_mover ptes;
+    x86_64::stub_tables* tables;
+
+    bool operator()(virt_range from, virt_range to) const {
+        ptes.pte_stores(from, to);
+        const std::uint64_t delta = to.start().value() - from.start().value();
+        x86_64::stub_tables& t = *tables;
+        for (x86_64::idt_gate& g : t.idt_gates) g.set_offset(g.offset() + delta);
+        t.gdt.tss.set_base(t.gdt.tss.base() + delta);
+        t.gdtr.base += delta;
+        t.idtr.base += delta;
+        t.tss.rsp[0] += delta;
+        t.tss.ist[0] += delta;
+        return true;
+    }
+};
+
+// The tables as building them at `at` would make them (the gates, the stacks
+// and the table pointers checked; the rest never moves).
+bool tables_built_for(manager_world& w, virt_addr at) {
+    const x86_64::stub_layout layout = w.x86_layout();
+    const x86_64::stub_tables& t = w.tables();
+    for (std::size_t v = 0; v < x86_64::idt_vectors; ++v)
+        if (t.idt_gates[v].offset() != at.value() + layout.entry_code_offset() + 16 * v) return false;
+    x86_64::stub_tables placed{};
+    placed.place(at);
+    const std::uint64_t rsp0 = t.tss.rsp[0], ist1 = t.tss.ist[0];
+    return t.gdt.tss.base() == placed.gdt.tss.base() && t.gdtr == placed.gdtr && t.idtr == placed.idtr &&
+           rsp0 == at.value() + layout.size() && ist1 == at.value() + layout.size() - 2048;
+}
 
 // The least a move can do without keeping leaf-table pointers from one move
 // to the next: per space, a walk from the root to the page table (one load
@@ -222,6 +264,30 @@ void register_free(bench_context& ctx, std::size_t pages) {
     })->Unit(benchmark::kNanosecond);
 }
 
+// The free path again, the stub carrying the x86-64 tables (every gate
+// present) instead of the eight slots: the same PTE stores, the fixup writes a
+// real stub needs.
+void register_free_x86(bench_context& ctx, std::size_t pages) {
+    const std::string c = "relocate-free-x86/" + size_label(pages * page_bytes);
+    const auto at_end = [](benchmark::State& st, manager_world& w, virt_addr at) {
+        if (!tables_built_for(w, at)) st.SkipWithError("the stub tables did not follow the stub");
+    };
+    benchmark::RegisterBenchmark((c + "/asreloc").c_str(), [&ctx, pages, at_end](benchmark::State& st) {
+        manager_world w(ctx, pages, stub_fixups_kind::x86_tables);
+        if (!setup(st, w)) return;
+        free_moves_between(st, w, w.b());
+        at_end(st, w, w.manager().placement()->start());
+        st.counters["fixups"] = static_cast<double>(w.fixup_count());
+    })->Unit(benchmark::kNanosecond);
+    benchmark::RegisterBenchmark((c + "/bare_stores").c_str(), [&ctx, pages, at_end](benchmark::State& st) {
+        manager_world w(ctx, pages, stub_fixups_kind::x86_tables);
+        if (!setup(st, w)) return;
+        const bare_x86_mover mv{mover_of(w), &w.tables()};
+        own_moves_between(st, w, mv, "bare_stores");
+        at_end(st, w, st.iterations() % 2 == 0 ? w.a().start() : w.b().start());
+    })->Unit(benchmark::kNanosecond);
+}
+
 void register_victim(bench_context& ctx, std::size_t pages) {
     const std::string c = "relocate-victim/" + size_label(pages * page_bytes);
     benchmark::RegisterBenchmark((c + "/asreloc").c_str(), [&ctx, pages](benchmark::State& st) {
@@ -309,6 +375,8 @@ void register_free_indexed(bench_context& ctx, std::size_t pages) {
 
 void register_relocation(bench_context& ctx) {
     for (const std::size_t pages : stub_pages_of) register_free(ctx, pages);
+    for (const std::size_t pages : stub_pages_of)
+        if (pages >= 4) register_free_x86(ctx, pages);
     for (const std::size_t pages : stub_pages_of) register_free_far(ctx, pages);
     for (const std::size_t pages : stub_pages_of) register_free_indexed(ctx, pages);
     for (const std::size_t pages : stub_pages_of) register_victim(ctx, pages);

@@ -1,7 +1,8 @@
 // A small complete setup for the relocation and memory suites: a monitor space
 // and one guest space (x86-64 tables over the shared host frames), a stub of N
 // pages with real frames, guest pages with real frames under a victim range,
-// a pool shadow store, eight slot fixups and the relocation manager over them.
+// a pool shadow store, fixups (eight slots, or the x86-64 stub tables' own) and
+// the relocation manager over them.
 // Placements A (first, free), B (free) and V (the guest's pages) lie in the
 // same 2 MiB, so every move writes entries of the same two page tables.
 #pragma once
@@ -23,6 +24,7 @@
 #include "asreloc/policy/pool_shadow_store.hpp"
 #include "asreloc/policy/random_victim.hpp"
 #include "asreloc/policy/trap_count_tracker.hpp"
+#include "asreloc/x86_64/stub_layout.hpp"
 #include "bench_context.hpp"
 
 namespace asreloc::bench {
@@ -30,6 +32,12 @@ namespace asreloc::bench {
 template <manager_limits Limits = manager_limits{}, class Space = space>
 using bench_manager = relocation_manager<Space, bottom_up_finder, random_victim<pcg32>, pool_shadow_store,
                                          trap_count_tracker<>, no_tlb, offset_phys_map, null_trace, Limits>;
+
+// What the stub's fixups rewrite when it moves: eight 8-byte slots (the least
+// a stub can carry), or x86_64::stub_tables with every one of the 256 IDT
+// gates present, RSP0 and IST1 in use, through x86_64::stub_fixups (what a
+// monitor that takes every vector carries; 4 pages or more).
+enum class stub_fixups_kind : std::uint8_t { slots, x86_tables };
 
 // Indexed: the manager works on indexed_page_table wrappers of the same
 // tables (made after the guest's pages are mapped), to show what keeping the
@@ -43,7 +51,8 @@ public:
     static constexpr std::uint64_t base = 0x4000'0000;
     static constexpr std::uint64_t built_for = 0x1000'0000;
 
-    basic_manager_world(bench_context& ctx, std::size_t pages) : ctx_(ctx), pages_(pages) {}
+    basic_manager_world(bench_context& ctx, std::size_t pages, stub_fixups_kind fixups = stub_fixups_kind::slots)
+        : ctx_(ctx), pages_(pages), fixups_kind_(fixups) {}
     basic_manager_world(const basic_manager_world&) = delete;
     basic_manager_world& operator=(const basic_manager_world&) = delete;
     ~basic_manager_world() {
@@ -88,10 +97,7 @@ public:
         if (auto failed = make_managed_spaces()) return failed;
         manager_ = std::make_unique<bench_manager<manager_limits{}, managed_space>>(
             *managed_monitor(), finder_, victims_, *store_, tracker_, tlb_, ctx_.memory, config);
-        for (std::size_t i = 0; i < fixup_slots; ++i) {
-            fixed_[i] = built_for + i * 64;
-            if (!manager_->add_fixup(slot_fixup(&fixed_[i]))) return "cannot add a fixup";
-        }
+        if (auto failed = add_fixups()) return failed;
         if (!manager_->add_guest_space(*managed_guest())) return "cannot add the guest space";
         auto placed = manager_->place({stub_, virt_addr{built_for}});
         if (!placed) return std::string("cannot place the stub: ") + to_string(placed.error_code());
@@ -107,6 +113,8 @@ public:
     std::span<const phys_addr> guest_frames() const { return guest_frames_; }
     std::span<const phys_addr> stub_frames() const { return stub_frames_; }
     std::array<std::uint64_t, fixup_slots>& fixed() { return fixed_; }
+    x86_64::stub_tables& tables() { return *tables_; }
+    std::size_t fixup_count() const { return fixups_kind_ == stub_fixups_kind::slots ? fixup_slots : 5; }
     space& monitor() { return *monitor_; }
     space& guest() { return *guest_; }
     const offset_phys_map& memory() const { return ctx_.memory; }
@@ -121,7 +129,35 @@ public:
         return table;
     }
 
+    // The stub's layout in x86_tables mode: two table pages, one of entry
+    // code, the rest data.
+    x86_64::stub_layout x86_layout() const { return {.entry_code_pages = 1, .data_pages = pages_ - 3}; }
+
 private:
+    std::optional<std::string> add_fixups() {
+        if (fixups_kind_ == stub_fixups_kind::slots) {
+            for (std::size_t i = 0; i < fixup_slots; ++i) {
+                fixed_[i] = built_for + i * 64;
+                if (!manager_->add_fixup(slot_fixup(&fixed_[i]))) return "cannot add a fixup";
+            }
+            return std::nullopt;
+        }
+        if (pages_ < 4) return "the x86-64 stub tables need a stub of 4 pages or more";
+        const x86_64::stub_layout layout = x86_layout();
+        tables_ = std::make_unique<x86_64::stub_tables>();
+        tables_->place(virt_addr{built_for});
+        for (std::size_t v = 0; v < x86_64::idt_vectors; ++v)
+            tables_->idt_gates[v] = x86_64::idt_gate::make(built_for + layout.entry_code_offset() + 16 * v,
+                                                           x86_64::kernel_code_selector,
+                                                           x86_64::system_type::interrupt_gate);
+        tables_->tss.rsp[0] = built_for + layout.size();
+        tables_->tss.ist[0] = built_for + layout.size() - 2048;
+        table_fixups_ = std::make_unique<x86_64::stub_fixups>(*tables_, layout.size());
+        for (const fixup& f : table_fixups_->list())
+            if (!manager_->add_fixup(f)) return "cannot add a fixup";
+        return std::nullopt;
+    }
+
     std::optional<std::string> make_managed_spaces() {
         if constexpr (Indexed) {
             monitor_nodes_.resize(64);
@@ -145,6 +181,7 @@ private:
 
     bench_context& ctx_;
     std::size_t pages_;
+    stub_fixups_kind fixups_kind_;
     std::unique_ptr<space> monitor_, guest_;
     std::vector<phys_addr> stub_frames_, guest_frames_;
     std::vector<stub_page> stub_;
@@ -157,6 +194,8 @@ private:
     no_tlb tlb_;
     bottom_up_finder finder_;
     std::array<std::uint64_t, fixup_slots> fixed_{};
+    std::unique_ptr<x86_64::stub_tables> tables_;
+    std::unique_ptr<x86_64::stub_fixups> table_fixups_;
     std::vector<gap_index::node> monitor_nodes_, guest_nodes_;
     std::optional<indexed_page_table<space>> indexed_monitor_, indexed_guest_;
     std::unique_ptr<bench_manager<manager_limits{}, managed_space>> manager_;
