@@ -16,8 +16,8 @@
 #define PATTERN 0x1e3779b1
 #define TAG 0x1234567
 #define TICKS_FIRST 8              // phase 2 waits this long
-#define HOP_WAIT_TICKS 4000        // phase 6 gives up when the stub never hops
-#define HOP_SETTLE_TICKS 64        // and runs on this long after the first hop (the
+#define HOP_WAIT_TICKS 4000        // phase 6 gives up after this long in any case
+#define HOP_SETTLE_TICKS 64        // and ends this long after the stub's last hop (the
                                    // monitor settles after two cold 16-tick periods)
 
 .macro HYPERCALL n
@@ -125,10 +125,14 @@ demo_guest_start:
     // 6) Hops: the guest works hard on the range the stub displaced (every
     //    access traps), so that range is hot; the timer's ticks make the
     //    stub hop until it sits somewhere the guest rarely touches. The
-    //    guest keeps working meanwhile and watches the stub leave.
+    //    guest keeps working meanwhile and watches the stub leave; it stops
+    //    HOP_SETTLE_TICKS after the last hop, so that a hop that lands on
+    //    the hot range again (the victim is random) still leaves the stub
+    //    the time to settle.
     PHASE 6
     HYPERCALL 3
     movq %rax, %rbp                  // the hot range [rbp, rbp + r15)
+    movq %rax, %r11                  // where the stub was last seen
     IN_WINDOW %rbp, 90f
     HYPERCALL 1
     movq %rax, %r8                   // ticks at the start
@@ -140,22 +144,25 @@ demo_guest_start:
     addq $512, %rbx
     cmpq %r10, %rbx
     jb 12b
-    testq %r9, %r9
-    jnz 13f
     HYPERCALL 3
-    cmpq %rax, %rbp
-    je 14f
+    cmpq %rax, %r11
+    je 13f
+    movq %rax, %r11                  // a hop: work on until HOP_SETTLE_TICKS after it
     HYPERCALL 1
-    leaq HOP_SETTLE_TICKS(%rax), %r9 // keep working until this tick
+    leaq HOP_SETTLE_TICKS(%rax), %r9
     jmp 11b
 13: HYPERCALL 1
+    movq %rax, %rcx
+    subq %r8, %rcx
+    cmpq $HOP_WAIT_TICKS, %rcx
+    jae 14f                          // out of time
+    testq %r9, %r9
+    jz 11b                           // no hop yet
     cmpq %r9, %rax
-    jb 11b
+    jb 11b                           // the last hop is recent
     jmp 15f
-14: HYPERCALL 1
-    subq %r8, %rax
-    cmpq $HOP_WAIT_TICKS, %rax
-    jb 11b
+14: testq %r9, %r9
+    jnz 15f
     incq %r14                        // the stub never left the hot range
 
     // 7) Checksum all of its memory, every qword of the window, against
