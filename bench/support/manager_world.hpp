@@ -114,7 +114,7 @@ public:
     std::span<const phys_addr> stub_frames() const { return stub_frames_; }
     std::array<std::uint64_t, fixup_slots>& fixed() { return fixed_; }
     x86_64::stub_tables& tables() { return *tables_; }
-    std::size_t fixup_count() const { return fixups_kind_ == stub_fixups_kind::slots ? fixup_slots : 5; }
+    std::size_t fixup_count() const { return fixup_count_; }
     space& monitor() { return *monitor_; }
     space& guest() { return *guest_; }
     const offset_phys_map& memory() const { return ctx_.memory; }
@@ -140,6 +140,7 @@ private:
                 fixed_[i] = built_for + i * 64;
                 if (!manager_->add_fixup(slot_fixup(&fixed_[i]))) return "cannot add a fixup";
             }
+            fixup_count_ = fixup_slots;
             return std::nullopt;
         }
         if (pages_ < 4) return "the x86-64 stub tables need a stub of 4 pages or more";
@@ -153,8 +154,10 @@ private:
         tables_->tss.rsp[0] = built_for + layout.size();
         tables_->tss.ist[0] = built_for + layout.size() - 2048;
         table_fixups_ = std::make_unique<x86_64::stub_fixups>(*tables_, layout.size());
-        for (const fixup& f : table_fixups_->list())
+        const auto list = table_fixups_->list();
+        for (const fixup& f : list)
             if (!manager_->add_fixup(f)) return "cannot add a fixup";
+        fixup_count_ = list.size();
         return std::nullopt;
     }
 
@@ -182,6 +185,7 @@ private:
     bench_context& ctx_;
     std::size_t pages_;
     stub_fixups_kind fixups_kind_;
+    std::size_t fixup_count_ = 0;
     std::unique_ptr<space> monitor_, guest_;
     std::vector<phys_addr> stub_frames_, guest_frames_;
     std::vector<stub_page> stub_;
