@@ -99,12 +99,13 @@ status relocate_address(const stub_move& m, Get get, Set set) noexcept {
     return {};
 }
 
-// Undoes the first `count` gates of a forward pass of relocate_idt.
+// Undoes the first `count` gates of a forward pass of relocate_idt: the
+// reverse move, whose window is the forward move's target.
 inline void move_gates_back(const stub_move& m, idt_gate* gates, std::size_t count) noexcept {
+    const stub_move back{m.to, m.from, m.size};
     for (std::size_t i = 0; i < count; ++i) {
         idt_gate& g = gates[i];
-        const std::uint64_t offset = g.offset();
-        if (g.present() && m.in_window(m.to, offset)) g.set_offset(offset - m.to + m.from);
+        if (g.present()) g.set_offset(moved(back, window_kind::address, g.offset()));
     }
 }
 
@@ -126,17 +127,18 @@ inline status relocate_idt(void* context, virt_addr from, virt_addr to) noexcept
     // One pass moves the gates. A gate that refuses has the gates before it
     // moved back, which is exact: before it, a present gate pointing into the
     // new placement is one this pass moved there (one that was there already
-    // would have refused first). A refusal thus writes nothing, as a check
-    // pass ahead of the writes would ensure, at the cost of a second pass
+    // would have refused first). A refusal thus leaves the table as it was, as
+    // a check pass ahead of the writes would, at the cost of a second pass
     // only when refused: most moves are accepted, and the IDT is the largest
     // structure a stub carries.
+    constexpr auto k = detail::window_kind::address;
     for (std::size_t i = 0; i < c.count; ++i) {
         idt_gate& g = c.gates[i];
         if (!g.present()) continue;
         const std::uint64_t offset = g.offset();
-        if (m.in_window(m.from, offset)) {
+        if (detail::moves(m, k, offset)) {
             g.set_offset(m.relocated(offset));
-        } else if (m.in_window(m.to, offset)) {
+        } else if (detail::blocks(m, k, offset)) {
             detail::move_gates_back(m, c.gates, i);
             return failure(error::fixup_refused);
         }
