@@ -129,15 +129,13 @@ struct bare_x86_mover {
 // The tables as building them at `at` would make them (the gates, the stacks
 // and the table pointers checked; the rest never moves).
 bool tables_built_for(manager_world& w, virt_addr at) {
-    const x86_64::stub_layout layout = w.x86_layout();
     const x86_64::stub_tables& t = w.tables();
-    for (std::size_t v = 0; v < x86_64::idt_vectors; ++v)
-        if (t.idt_gates[v].offset() != at.value() + layout.entry_code_offset() + 16 * v) return false;
-    x86_64::stub_tables placed{};
-    placed.place(at);
+    x86_64::stub_tables built{};
+    w.build_x86_tables(built, at);
     const std::uint64_t rsp0 = t.tss.rsp[0], ist1 = t.tss.ist[0];
-    return t.gdt.tss.base() == placed.gdt.tss.base() && t.gdtr == placed.gdtr && t.idtr == placed.idtr &&
-           rsp0 == at.value() + layout.size() && ist1 == at.value() + layout.size() - 2048;
+    const std::uint64_t built_rsp0 = built.tss.rsp[0], built_ist1 = built.tss.ist[0];
+    return t.idt_gates == built.idt_gates && t.gdt.tss.base() == built.gdt.tss.base() && t.gdtr == built.gdtr &&
+           t.idtr == built.idtr && rsp0 == built_rsp0 && ist1 == built_ist1;
 }
 
 // The least a move can do without keeping leaf-table pointers from one move

@@ -132,6 +132,17 @@ public:
     // The stub's layout in x86_tables mode: two table pages, one of entry
     // code, the rest data.
     x86_64::stub_layout x86_layout() const { return {.entry_code_pages = 1, .data_pages = pages_ - 3}; }
+    // The tables as the embedder builds them for a stub at `at`: every gate
+    // to its 16-byte entry, RSP0 at the top of the data, IST1 2 KiB below.
+    void build_x86_tables(x86_64::stub_tables& t, virt_addr at) const {
+        const x86_64::stub_layout layout = x86_layout();
+        t.place(at);
+        for (std::size_t v = 0; v < x86_64::idt_vectors; ++v)
+            t.idt_gates[v] = x86_64::idt_gate::make(at.value() + layout.entry_code_offset() + 16 * v,
+                                                    x86_64::kernel_code_selector, x86_64::system_type::interrupt_gate);
+        t.tss.rsp[0] = at.value() + layout.size();
+        t.tss.ist[0] = at.value() + layout.size() - 2048;
+    }
 
 private:
     std::optional<std::string> add_fixups() {
@@ -144,16 +155,9 @@ private:
             return std::nullopt;
         }
         if (pages_ < 4) return "the x86-64 stub tables need a stub of 4 pages or more";
-        const x86_64::stub_layout layout = x86_layout();
         tables_ = std::make_unique<x86_64::stub_tables>();
-        tables_->place(virt_addr{built_for});
-        for (std::size_t v = 0; v < x86_64::idt_vectors; ++v)
-            tables_->idt_gates[v] = x86_64::idt_gate::make(built_for + layout.entry_code_offset() + 16 * v,
-                                                           x86_64::kernel_code_selector,
-                                                           x86_64::system_type::interrupt_gate);
-        tables_->tss.rsp[0] = built_for + layout.size();
-        tables_->tss.ist[0] = built_for + layout.size() - 2048;
-        table_fixups_ = std::make_unique<x86_64::stub_fixups>(*tables_, layout.size());
+        build_x86_tables(*tables_, virt_addr{built_for});
+        table_fixups_ = std::make_unique<x86_64::stub_fixups>(*tables_, x86_layout().size());
         const auto list = table_fixups_->list();
         for (const fixup& f : list)
             if (!manager_->add_fixup(f)) return "cannot add a fixup";
