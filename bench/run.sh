@@ -6,6 +6,7 @@
 # results section of bench/README.md (between the "results" markers).
 set -eu
 cd "$(dirname "$0")/.."
+./scripts/ensure-packages bench
 
 update=no
 if [ "${1:-}" = "--update-readme" ]; then

@@ -1,19 +1,23 @@
 #!/bin/sh
 # Regenerates the committed policy-lab results (lab/results/) from the shared
-# data set with one command: builds asreloc-lab (Release) in build/lab-release,
-# replays every guest of ../shared/data through every policy combination, and
-# copies the CSVs and the plots into lab/results/.
+# data set with one command: installs the Debian packages it needs (the `lab`
+# line of scripts/packages.list), builds asreloc-lab with the `lab` preset
+# (Release) in build/lab, replays every guest of ../shared/data through every
+# policy combination, and copies the CSVs and the plots into lab/results/.
 #   lab/run-on-shared-data.sh [DATA_DIR] [extra asreloc-lab options...]
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 data=${1:-$root/../shared/data}
 [ $# -gt 0 ] && shift
-build=$root/build/lab-release
+data=$(cd "$data" && pwd)  # the build below runs from the root
+build=$root/build/lab
 out=$build/lab-results
 
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" --target asreloc-lab -j2
+"$root/scripts/ensure-packages" lab
+cd "$root"
+cmake --preset lab >/dev/null
+cmake --build --preset lab -j2
 rm -rf "$out"
 # Windows: the guest's own space; 4 GiB and 1 GiB (a 64-bit guest folded as if
 # it had only that much); 1 MiB, where even the access traces' footprints fill

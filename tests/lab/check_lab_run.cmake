@@ -70,6 +70,15 @@ foreach(f summary.csv summary.md costs.csv)
         message(FATAL_ERROR "${f} was not written")
     endif()
 endforeach()
+# With gnuplot installed (GNUPLOT is where configure found it) the plots are
+# drawn, not just scripted.
+if(GNUPLOT)
+    foreach(f overhead.png hops_to_settle.png shadow_over_time.png)
+        if(NOT EXISTS "${WORK}/ok/${f}")
+            message(FATAL_ERROR "gnuplot is at ${GNUPLOT} but ${f} was not drawn\n${out}")
+        endif()
+    endforeach()
+endif()
 message(STATUS "asreloc-lab: ${guest_count} guests, ${row_count} lines in results.csv")
 
 # A copy of the data with one broken event trace: line 3 has an unknown op.
